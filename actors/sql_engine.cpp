@@ -1,0 +1,571 @@
+#include "actors/sql_engine.hpp"
+
+#include <sqlite3.h>
+#include <sys/stat.h>
+
+#include <cerrno>
+#include <cstring>
+#include <string_view>
+
+#include <spdlog/spdlog.h>
+
+#include "actors/db_path.hpp"
+#include "schema/base64.hpp"
+#include "schema/errc.hpp"
+#include "schema/json_out.hpp"
+#include "schema/kv_schema.hpp"
+
+namespace litedrive {
+
+// -- callbacks ----------------------------------------------------------------------------------
+
+/// Interrupts a statement once the request's deadline has passed (checked every 1000 VM steps).
+int progress_callback(void* ptr) {
+  auto* self = static_cast<sql_engine*>(ptr);
+  // litedrive's own BEGIN/COMMIT/ROLLBACK must never be interrupted.
+  if (self->mode_ == sql_engine::mode::internal
+      || std::chrono::steady_clock::now() < self->deadline_)
+    return 0;
+  self->timed_out_ = true;
+  return 1;
+}
+
+namespace {
+
+/// Pragmas the read-only endpoint may run. Without an argument they only report a value; the
+/// ones marked `with_arg` take an object name or a count and still only read.
+struct pragma_rule {
+  const char* name;
+  bool with_arg;
+};
+
+constexpr pragma_rule read_only_pragmas[] = {
+  {"application_id", false}, {"auto_vacuum", false},       {"collation_list", false},
+  {"compile_options", false}, {"data_version", false},     {"database_list", false},
+  {"encoding", false},        {"foreign_key_check", true}, {"foreign_key_list", true},
+  {"foreign_keys", false},    {"freelist_count", false},   {"function_list", false},
+  {"index_info", true},       {"index_list", true},        {"index_xinfo", true},
+  {"integrity_check", true},  {"journal_mode", false},     {"module_list", false},
+  {"page_count", false},      {"page_size", false},        {"pragma_list", false},
+  {"quick_check", true},      {"schema_version", false},   {"table_info", true},
+  {"table_list", true},       {"table_xinfo", true},       {"user_version", false},
+};
+
+bool pragma_allowed(const char* name, const char* arg) {
+  if (name == nullptr)
+    return false;
+  for (const auto& rule : read_only_pragmas)
+    if (sqlite3_stricmp(rule.name, name) == 0)
+      return arg == nullptr || rule.with_arg;
+  return false;
+}
+
+} // namespace
+
+int authorizer_callback(void* ptr, int action, const char* a1, const char* a2, const char*,
+                        const char*) {
+  auto* self = static_cast<sql_engine*>(ptr);
+  switch (self->mode_) {
+    case sql_engine::mode::internal:
+      return SQLITE_OK;
+    case sql_engine::mode::items:
+      // ATTACH would reach any file on the host; BEGIN/COMMIT would break the request's own
+      // transaction (SAVEPOINT is fine: it nests).
+      if (action == SQLITE_ATTACH || action == SQLITE_DETACH || action == SQLITE_TRANSACTION)
+        return SQLITE_DENY;
+      return SQLITE_OK;
+    case sql_engine::mode::read_only:
+      switch (action) {
+        case SQLITE_SELECT:
+        case SQLITE_READ:
+        case SQLITE_FUNCTION:
+        case SQLITE_RECURSIVE:
+          return SQLITE_OK;
+        case SQLITE_PRAGMA:
+          if (pragma_allowed(a1, a2))
+            return SQLITE_OK;
+          break;
+        default:
+          break;
+      }
+      self->denied_write_ = true;
+      return SQLITE_DENY;
+  }
+  return SQLITE_DENY;
+}
+
+// -- construction -------------------------------------------------------------------------------
+
+sql_engine::sql_engine(db_location loc, settings s) : loc_(std::move(loc)), settings_(std::move(s)) {
+}
+
+sql_engine::~sql_engine() {
+  close();
+}
+
+void sql_engine::close() {
+  // sqlite3_close_v2 defers the close until outstanding statements are finalized; we keep none.
+  if (rw_ != nullptr)
+    sqlite3_close_v2(rw_);
+  if (ro_ != nullptr)
+    sqlite3_close_v2(ro_);
+  rw_ = ro_ = nullptr;
+}
+
+namespace {
+
+bool file_exists(const std::string& path) {
+  struct stat st;
+  return ::stat(path.c_str(), &st) == 0;
+}
+
+caf::error not_found(const db_location& loc) {
+  return make_error(errc::database_not_found,
+                    "database '" + loc.name + "' does not exist (create it with "
+                    "POST /api/v1/sqlite/db/create?path=" + loc.name + ")");
+}
+
+/// Creates the missing directories of `path`'s parent, one level at a time.
+bool make_parents(const std::string& path) {
+  for (size_t pos = path.find('/', 1); pos != std::string::npos; pos = path.find('/', pos + 1)) {
+    auto dir = path.substr(0, pos);
+    if (::mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST)
+      return false;
+  }
+  return true;
+}
+
+} // namespace
+
+caf::error sql_engine::configure(sqlite3* db) {
+  sqlite3_extended_result_codes(db, 1);
+  sqlite3_busy_timeout(db, static_cast<int>(settings_.busy_timeout.count()));
+  sqlite3_progress_handler(db, 1000, progress_callback, this);
+  sqlite3_set_authorizer(db, authorizer_callback, this);
+  return caf::none;
+}
+
+caf::error sql_engine::open_rw(bool create) {
+  if (rw_ != nullptr)
+    return caf::none;
+  if (auto err = check_stays_in_store(loc_, settings_))
+    return err;
+  if (!create && !file_exists(loc_.open_path))
+    return not_found(loc_);
+  int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX | (create ? SQLITE_OPEN_CREATE : 0);
+  sqlite3* db = nullptr;
+  int rc = sqlite3_open_v2(loc_.open_path.c_str(), &db, flags, nullptr);
+  if (rc != SQLITE_OK) {
+    std::string msg = db ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
+    sqlite3_close_v2(db);
+    if (!file_exists(loc_.open_path))
+      return not_found(loc_);
+    return make_error(errc::internal_error, "cannot open database '" + loc_.name + "': " + msg);
+  }
+  configure(db);
+  rw_ = db;
+  auto sync = "PRAGMA synchronous=" + settings_.synchronous;
+  if (auto err = exec_internal(sync.c_str())) {
+    spdlog::warn("{}: {}", loc_.name, caf::to_string(err));
+  }
+  spdlog::debug("opened {} read-write ({})", loc_.name, loc_.open_path);
+  return caf::none;
+}
+
+caf::error sql_engine::open_ro() {
+  if (ro_ != nullptr)
+    return caf::none;
+  if (auto err = check_stays_in_store(loc_, settings_))
+    return err;
+  if (!file_exists(loc_.open_path))
+    return not_found(loc_);
+  sqlite3* db = nullptr;
+  int rc = sqlite3_open_v2(loc_.open_path.c_str(), &db,
+                           SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, nullptr);
+  if (rc != SQLITE_OK) {
+    std::string msg = db ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
+    sqlite3_close_v2(db);
+    return make_error(errc::internal_error, "cannot open database '" + loc_.name + "': " + msg);
+  }
+  configure(db);
+  ro_ = db;
+  return caf::none;
+}
+
+caf::error sql_engine::exec_internal(const char* sql) {
+  mode_ = mode::internal;
+  char* msg = nullptr;
+  int rc = sqlite3_exec(rw_, sql, nullptr, nullptr, &msg);
+  if (rc == SQLITE_OK)
+    return caf::none;
+  std::string text = msg ? msg : sqlite3_errstr(rc);
+  sqlite3_free(msg);
+  if ((rc & 0xFF) == SQLITE_BUSY || (rc & 0xFF) == SQLITE_LOCKED)
+    return make_error(errc::database_busy, "database '" + loc_.name + "' is busy: " + text);
+  return make_error(errc::sql_error, text);
+}
+
+// -- errors -------------------------------------------------------------------------------------
+
+caf::error sql_engine::sqlite_failure(sqlite3* db, int rc, int32_t index, const char* what) {
+  std::string prefix = index >= 0 ? "item " + std::to_string(index) + ": " : std::string{};
+  std::string msg = db ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
+  if (timed_out_ || (rc & 0xFF) == SQLITE_INTERRUPT)
+    return make_error(errc::query_timeout,
+                      prefix + "statement interrupted after the statement time limit ("
+                        + std::to_string(settings_.statement_timeout.count()) + " ms)",
+                      index);
+  if (mode_ == mode::read_only && denied_write_)
+    return make_error(errc::read_only_violation,
+                      prefix + "the query endpoint is read-only; this statement would change "
+                               "state or reach outside the database (" + msg + ")",
+                      index);
+  switch (rc & 0xFF) {
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+      return make_error(errc::database_busy,
+                        prefix + "database is locked by another connection for longer than the "
+                                 "wait limit (" + msg + ")",
+                        index);
+    case SQLITE_NOMEM:
+    case SQLITE_IOERR:
+    case SQLITE_CORRUPT:
+    case SQLITE_FULL:
+    case SQLITE_CANTOPEN:
+    case SQLITE_NOTADB:
+      return make_error(errc::internal_error, prefix + what + ": " + msg, index);
+    default:
+      return make_error(errc::sql_error, prefix + msg, index);
+  }
+}
+
+// -- binding and reading values -----------------------------------------------------------------
+
+namespace {
+
+int bind_value(sqlite3_stmt* stmt, int pos, const sql_value& v) {
+  switch (v.index()) {
+    case 0: return sqlite3_bind_null(stmt, pos);
+    case 1: return sqlite3_bind_int64(stmt, pos, std::get<int64_t>(v));
+    case 2: return sqlite3_bind_double(stmt, pos, std::get<double>(v));
+    case 3: {
+      const auto& s = std::get<std::string>(v);
+      return sqlite3_bind_text64(stmt, pos, s.data(), s.size(), SQLITE_TRANSIENT, SQLITE_UTF8);
+    }
+    default: {
+      const auto& b = std::get<blob>(v).bytes;
+      return sqlite3_bind_blob64(stmt, pos, b.data(), b.size(), SQLITE_TRANSIENT);
+    }
+  }
+}
+
+caf::error bind_all(sqlite3_stmt* stmt, const sql_item& item, int32_t index) {
+  auto fail = [index](std::string msg) {
+    return make_error(errc::invalid_request, "item " + std::to_string(index) + ": " + msg, index);
+  };
+  int count = sqlite3_bind_parameter_count(stmt);
+  if (!item.positional.empty()) {
+    if (static_cast<int>(item.positional.size()) != count)
+      return fail("the statement has " + std::to_string(count) + " parameter(s) but "
+                  + std::to_string(item.positional.size()) + " value(s) were given");
+    for (int i = 0; i < count; ++i)
+      if (bind_value(stmt, i + 1, item.positional[i]) != SQLITE_OK)
+        return fail("cannot bind value " + std::to_string(i));
+    return caf::none;
+  }
+  for (const auto& [name, value] : item.named) {
+    int pos = 0;
+    if (!name.empty() && (name[0] == ':' || name[0] == '@' || name[0] == '$')) {
+      pos = sqlite3_bind_parameter_index(stmt, name.c_str());
+    } else {
+      for (const char* prefix : {":", "@", "$"}) {
+        pos = sqlite3_bind_parameter_index(stmt, (prefix + name).c_str());
+        if (pos > 0)
+          break;
+      }
+    }
+    if (pos == 0)
+      return fail("the statement has no parameter named '" + name + "'");
+    if (bind_value(stmt, pos, value) != SQLITE_OK)
+      return fail("cannot bind value '" + name + "'");
+  }
+  if (item.named.empty() && count > 0)
+    return fail("the statement has " + std::to_string(count) + " parameter(s) but no values "
+                "were given");
+  return caf::none;
+}
+
+void append_column(std::string& out, sqlite3_stmt* stmt, int col) {
+  switch (sqlite3_column_type(stmt, col)) {
+    case SQLITE_INTEGER:
+      json_out::integer(out, sqlite3_column_int64(stmt, col));
+      break;
+    case SQLITE_FLOAT:
+      json_out::real(out, sqlite3_column_double(stmt, col));
+      break;
+    case SQLITE_TEXT: {
+      auto* p = reinterpret_cast<const char*>(sqlite3_column_text(stmt, col));
+      json_out::string(out, std::string_view{p, static_cast<size_t>(sqlite3_column_bytes(stmt, col))});
+      break;
+    }
+    case SQLITE_BLOB: {
+      auto* p = static_cast<const char*>(sqlite3_column_blob(stmt, col));
+      auto n = static_cast<size_t>(sqlite3_column_bytes(stmt, col));
+      out += "{\"$blob\":\"";
+      out += base64_encode(std::string_view{p ? p : "", n});
+      out += "\"}";
+      break;
+    }
+    default:
+      out += "null";
+  }
+}
+
+} // namespace
+
+// -- running statements -------------------------------------------------------------------------
+
+caf::error sql_engine::step_into(sqlite3_stmt* stmt, bool collect, int32_t index,
+                                 std::string& out, size_t& rows) {
+  auto* db = sqlite3_db_handle(stmt);
+  std::vector<std::string> names;
+  if (collect) {
+    int n = sqlite3_column_count(stmt);
+    names.reserve(n);
+    for (int i = 0; i < n; ++i) {
+      std::string k;
+      const char* name = sqlite3_column_name(stmt, i);
+      json_out::key(k, name ? name : "");
+      names.push_back(std::move(k));
+    }
+  }
+  for (;;) {
+    int rc = sqlite3_step(stmt);
+    if (rc == SQLITE_DONE)
+      return caf::none;
+    if (rc != SQLITE_ROW)
+      return sqlite_failure(db, rc, index, "cannot run statement");
+    if (!collect)
+      continue;
+    if (++rows > settings_.max_result_rows)
+      return make_error(errc::result_too_large,
+                        "item " + std::to_string(index) + ": more than "
+                          + std::to_string(settings_.max_result_rows)
+                          + " rows (max_result_rows); add a LIMIT or page with OFFSET/keyset",
+                        index);
+    out += rows == 1 ? "{" : ",{";
+    for (size_t i = 0; i < names.size(); ++i) {
+      if (i > 0)
+        out += ',';
+      out += names[i];
+      append_column(out, stmt, static_cast<int>(i));
+    }
+    out += '}';
+    if (response_bytes_ + out.size() > settings_.max_result_bytes)
+      return make_error(errc::result_too_large,
+                        "item " + std::to_string(index) + ": the answer exceeds "
+                          + std::to_string(settings_.max_result_bytes)
+                          + " bytes (max_result_bytes)",
+                        index);
+  }
+}
+
+caf::error sql_engine::run_item(const sql_item& item, int32_t index, std::string& out) {
+  const char* sql = item.sql.data();
+  const char* end = sql + item.sql.size();
+  bool has_values = !item.positional.empty() || !item.named.empty();
+  int statements = 0;
+  int64_t changes = 0;
+  size_t rows = 0;
+  std::string result_set;
+  while (sql < end) {
+    sqlite3_stmt* stmt = nullptr;
+    const char* tail = nullptr;
+    int rc = sqlite3_prepare_v3(rw_, sql, static_cast<int>(end - sql), 0, &stmt, &tail);
+    if (rc != SQLITE_OK)
+      return sqlite_failure(rw_, rc, index, "cannot prepare statement");
+    sql = tail;
+    if (stmt == nullptr) // whitespace or a comment
+      continue;
+    if (++statements > 1 && has_values) {
+      sqlite3_finalize(stmt);
+      return make_error(errc::invalid_request,
+                        "item " + std::to_string(index)
+                          + ": values can only be bound to an item holding one statement",
+                        index);
+    }
+    caf::error err = bind_all(stmt, item, index);
+    if (!err) {
+      if (item.is_query) {
+        // A query item answers the rows of its last statement.
+        result_set.clear();
+        rows = 0;
+      }
+      err = step_into(stmt, item.is_query, index, result_set, rows);
+      if (!err && !sqlite3_stmt_readonly(stmt))
+        changes += sqlite3_changes64(rw_);
+    }
+    sqlite3_finalize(stmt);
+    if (err)
+      return err;
+  }
+  if (statements == 0)
+    return make_error(errc::invalid_request,
+                      "item " + std::to_string(index) + ": the SQL holds no statement", index);
+  if (item.is_query) {
+    out += "{\"resultSet\":[";
+    out += result_set;
+    out += "]}";
+  } else {
+    out += "{\"rowsUpdated\":";
+    json_out::integer(out, changes);
+    out += ",\"lastInsertRowid\":";
+    json_out::integer(out, sqlite3_last_insert_rowid(rw_));
+    out += '}';
+  }
+  response_bytes_ += out.size();
+  return caf::none;
+}
+
+caf::expected<std::string> sql_engine::execute(const sql_txn& txn) {
+  if (txn.items.empty())
+    return make_error(errc::invalid_request, "the transaction holds no items");
+  if (txn.items.size() > settings_.max_items)
+    return make_error(errc::too_many_items,
+                      "the transaction holds " + std::to_string(txn.items.size())
+                        + " items; the limit is " + std::to_string(settings_.max_items)
+                        + " (max_items)");
+  if (auto err = open_rw(false))
+    return err;
+  deadline_ = std::chrono::steady_clock::now() + settings_.statement_timeout;
+  timed_out_ = false;
+  response_bytes_ = 0;
+  bool read_only = true;
+  for (const auto& item : txn.items)
+    read_only = read_only && item.is_query;
+  // IMMEDIATE takes the write lock up front: a writer never has to upgrade SHARED to RESERVED
+  // mid-transaction, which is where SQLite gives up with SQLITE_BUSY without waiting.
+  if (auto err = exec_internal(read_only ? "BEGIN" : "BEGIN IMMEDIATE"))
+    return err;
+  std::string out = "{\"results\":[";
+  mode_ = mode::items;
+  for (size_t i = 0; i < txn.items.size(); ++i) {
+    if (i > 0)
+      out += ',';
+    if (auto err = run_item(txn.items[i], static_cast<int32_t>(i), out)) {
+      mode_ = mode::internal;
+      exec_internal("ROLLBACK");
+      return err;
+    }
+  }
+  mode_ = mode::internal;
+  if (auto err = exec_internal("COMMIT")) {
+    exec_internal("ROLLBACK");
+    return err;
+  }
+  out += "]}";
+  return out;
+}
+
+caf::expected<std::string> sql_engine::query(const std::string& sql) {
+  if (auto err = open_ro())
+    return err;
+  deadline_ = std::chrono::steady_clock::now() + settings_.statement_timeout;
+  timed_out_ = false;
+  denied_write_ = false;
+  response_bytes_ = 0;
+  mode_ = mode::read_only;
+  sqlite3_stmt* stmt = nullptr;
+  const char* tail = nullptr;
+  int rc = sqlite3_prepare_v3(ro_, sql.data(), static_cast<int>(sql.size()), 0, &stmt, &tail);
+  if (rc != SQLITE_OK) {
+    auto err = sqlite_failure(ro_, rc, -1, "cannot prepare statement");
+    mode_ = mode::internal;
+    return err;
+  }
+  if (stmt == nullptr) {
+    mode_ = mode::internal;
+    return make_error(errc::invalid_request, "the SQL holds no statement");
+  }
+  // Only one statement: anything after it but whitespace and comments is refused.
+  std::string_view rest{tail, static_cast<size_t>(sql.data() + sql.size() - tail)};
+  if (rest.find_first_not_of(" \t\r\n;") != std::string_view::npos) {
+    sqlite3_stmt* next = nullptr;
+    const char* ignored = nullptr;
+    int rc2 = sqlite3_prepare_v3(ro_, rest.data(), static_cast<int>(rest.size()), 0, &next,
+                                 &ignored);
+    bool more = rc2 != SQLITE_OK || next != nullptr;
+    sqlite3_finalize(next);
+    if (more) {
+      sqlite3_finalize(stmt);
+      mode_ = mode::internal;
+      return make_error(errc::invalid_request,
+                        "the query endpoint runs exactly one statement");
+    }
+  }
+  if (!sqlite3_stmt_readonly(stmt)) {
+    sqlite3_finalize(stmt);
+    mode_ = mode::internal;
+    return make_error(errc::read_only_violation,
+                      "the query endpoint is read-only; this statement would write");
+  }
+  std::string rows_json;
+  size_t rows = 0;
+  auto err = step_into(stmt, true, 0, rows_json, rows);
+  sqlite3_finalize(stmt);
+  mode_ = mode::internal;
+  if (err) {
+    auto v = view(err);
+    // Single-statement endpoint: no "item 0" in what the client reads.
+    static constexpr std::string_view prefix = "item 0: ";
+    if (v.message.compare(0, prefix.size(), prefix) == 0)
+      v.message.erase(0, prefix.size());
+    return make_error(v.code, std::move(v.message));
+  }
+  std::string out = "{\"results\":[{\"resultSet\":[";
+  out += rows_json;
+  out += "]}]}";
+  return out;
+}
+
+caf::expected<std::string> sql_engine::create(bool init_kv) {
+  if (auto err = check_stays_in_store(loc_, settings_))
+    return err;
+  bool existed = file_exists(loc_.open_path);
+  if (!existed && loc_.in_store && !make_parents(loc_.key))
+    return make_error(errc::internal_error,
+                      "cannot create the directories of '" + loc_.name + "': " + strerror(errno));
+  if (auto err = open_rw(true))
+    return err;
+  // An empty file is a valid database, but writing the header now makes the file a database
+  // for every other tool at once (`file`, sqlite3 -readonly, the drive's WAL detection).
+  std::string ddl;
+  if (!existed)
+    ddl = "BEGIN IMMEDIATE; CREATE TABLE __litedrive_init(x); DROP TABLE __litedrive_init; COMMIT;";
+  if (init_kv) {
+    std::string kv = kv_store_ddl;
+    auto replace_all = [&kv](std::string_view from, std::string_view to) {
+      for (size_t pos = kv.find(from); pos != std::string::npos; pos = kv.find(from, pos + to.size()))
+        kv.replace(pos, from.size(), to);
+    };
+    replace_all("{table_index_expires}", "\"kv_store_expires\"");
+    replace_all("{table}", "\"kv_store\"");
+    ddl += kv;
+  }
+  if (!ddl.empty()) {
+    if (auto err = exec_internal(ddl.c_str())) {
+      exec_internal("ROLLBACK");
+      return err;
+    }
+  }
+  std::string out = "{\"created\":";
+  out += existed ? "false" : "true";
+  out += ",\"path\":";
+  json_out::string(out, loc_.name);
+  out += ",\"kv\":";
+  out += init_kv ? "true" : "false";
+  out += '}';
+  return out;
+}
+
+} // namespace litedrive

@@ -1,0 +1,76 @@
+#pragma once
+// The SQLite side of one database: its connections and the three things HTTP asks of them.
+// Plain C++ with no actor in sight, so it is unit-testable; the SQLite worker actor owns one and
+// calls it from a thread where blocking is allowed.
+//
+// Connections: one read-write connection for transactions, opened on first use, and one
+// read-only connection (SQLITE_OPEN_READONLY) for the shareable query endpoint, so a "read-only"
+// request cannot write even if every other check were wrong.
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+
+#include <caf/expected.hpp>
+
+#include "schema/settings.hpp"
+#include "schema/sql_types.hpp"
+
+struct sqlite3;
+struct sqlite3_stmt;
+
+namespace litedrive {
+
+class sql_engine {
+public:
+  sql_engine(db_location loc, settings s);
+  ~sql_engine();
+
+  sql_engine(const sql_engine&) = delete;
+  sql_engine& operator=(const sql_engine&) = delete;
+
+  /// Runs every item in ONE transaction (BEGIN IMMEDIATE when anything may write). On failure
+  /// nothing is applied and the error names the failing item's index.
+  caf::expected<std::string> execute(const sql_txn& txn);
+
+  /// Runs exactly one statement on the read-only connection. Writes, ATTACH, transaction control
+  /// and state-changing pragmas are refused by the authorizer and sqlite3_stmt_readonly().
+  caf::expected<std::string> query(const std::string& sql);
+
+  /// Creates the file (and missing directories inside the store) if needed; with `init_kv` also
+  /// the default KV table. Answers {"created":bool,"path":...,"kv":bool}.
+  caf::expected<std::string> create(bool init_kv);
+
+  const db_location& location() const { return loc_; }
+
+  /// Closes both connections (they reopen on next use).
+  void close();
+
+  /// Which authorizer policy is in force (used by the C callback).
+  enum class mode { internal, items, read_only };
+
+private:
+  caf::error open_rw(bool create);
+  caf::error open_ro();
+  caf::error configure(sqlite3* db);
+  caf::error run_item(const sql_item& item, int32_t index, std::string& out);
+  caf::error step_into(sqlite3_stmt* stmt, bool collect, int32_t index, std::string& out,
+                       size_t& rows);
+  caf::error sqlite_failure(sqlite3* db, int rc, int32_t index, const char* what);
+  caf::error exec_internal(const char* sql);
+
+  friend int progress_callback(void* self);
+  friend int authorizer_callback(void*, int, const char*, const char*, const char*, const char*);
+
+  db_location loc_;
+  settings settings_;
+  sqlite3* rw_ = nullptr;
+  sqlite3* ro_ = nullptr;
+  mode mode_ = mode::internal;
+  bool denied_write_ = false;  ///< the read-only authorizer refused something
+  std::chrono::steady_clock::time_point deadline_;
+  bool timed_out_ = false;
+  size_t response_bytes_ = 0;
+};
+
+} // namespace litedrive

@@ -1,0 +1,121 @@
+// litedrive's entry point: parse options, prepare the store, start the actors and the front
+// ends, then wait for SIGTERM/SIGINT and shut down in order (front ends first, then actors).
+
+#include <climits>
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <iostream>
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <caf/actor_system.hpp>
+#include <caf/actor_system_config.hpp>
+#include <caf/all.hpp>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include "actors/db_registry.hpp"
+#include "daemon/options.hpp"
+#include "http/http_server.hpp"
+#include "schema/errc.hpp"
+
+using namespace litedrive;
+
+namespace {
+
+/// mkdir -p, then the real path: the store is always absolute and symlink-free, which the
+/// path rules (db_path.cpp) rely on.
+caf::expected<std::string> prepare_dir(const std::string& dir) {
+  std::string path = dir;
+  if (path.empty())
+    return make_error(errc::invalid_parameter, "empty directory name");
+  if (path.front() != '/') {
+    char cwd[PATH_MAX];
+    if (getcwd(cwd, sizeof(cwd)) == nullptr)
+      return make_error(errc::internal_error, "getcwd failed");
+    path = std::string{cwd} + "/" + path;
+  }
+  for (size_t pos = path.find('/', 1); pos != std::string::npos; pos = path.find('/', pos + 1))
+    ::mkdir(path.substr(0, pos).c_str(), 0755);
+  ::mkdir(path.c_str(), 0755);
+  char real[PATH_MAX];
+  if (realpath(path.c_str(), real) == nullptr)
+    return make_error(errc::invalid_parameter, "cannot create or resolve '" + dir + "'");
+  return std::string{real};
+}
+
+void setup_logging(const std::string& level) {
+  auto logger = spdlog::stderr_color_mt("litedrive");
+  spdlog::set_default_logger(logger);
+  spdlog::set_pattern("%Y-%m-%d %H:%M:%S.%e [%^%l%$] %v");
+  spdlog::set_level(spdlog::level::from_str(level));
+  spdlog::flush_on(spdlog::level::info);
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+  auto parsed = parse_options(argc, argv);
+  if (!parsed) {
+    std::fprintf(stderr, "litedrive: %s\n", view(parsed.error()).message.c_str());
+    return 2;
+  }
+  auto& opts = *parsed;
+  if (opts.help) {
+    std::fputs(help_text().c_str(), stdout);
+    return 0;
+  }
+  if (opts.version) {
+    std::puts("litedrive 0.1.0");
+    return 0;
+  }
+  setup_logging(opts.cfg.log_level);
+  auto& cfg = opts.cfg;
+  auto store = prepare_dir(cfg.store);
+  if (!store) {
+    spdlog::critical("store: {}", view(store.error()).message);
+    return 1;
+  }
+  cfg.store = *store;
+
+  // Block the stop signals in every thread; main waits for them with sigwait below.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  std::signal(SIGPIPE, SIG_IGN);
+
+  caf::actor_system_config sys_cfg;
+  sys_cfg.set("logger.file-verbosity", caf::atom("quiet"));
+  sys_cfg.set("logger.console-verbosity", caf::atom("quiet"));
+  int exit_code = 0;
+  {
+    caf::actor_system sys{sys_cfg};
+    auto registry = sys.spawn(db_registry, cfg);
+    auto server = http_server::start(sys, registry, cfg);
+    if (!server) {
+      spdlog::critical("{}", view(server.error()).message);
+      caf::anon_send_exit(registry, caf::exit_reason::user_shutdown);
+      return 1;
+    }
+    auto port = (*server)->port();
+    spdlog::info("litedrive serving http://{}:{}/ (store {})", cfg.http_host, port, cfg.store);
+    if (!opts.port_file.empty()) {
+      std::ofstream pf{opts.port_file + ".tmp"};
+      pf << port << "\n";
+      pf.close();
+      std::rename((opts.port_file + ".tmp").c_str(), opts.port_file.c_str());
+    }
+    int sig = 0;
+    sigwait(&stop_signals, &sig);
+    spdlog::info("signal {}: shutting down", sig);
+    (*server)->stop();
+    caf::anon_send_exit(registry, caf::exit_reason::user_shutdown);
+  } // the actor system waits for every actor here
+  spdlog::info("litedrive stopped");
+  return exit_code;
+}

@@ -1,0 +1,378 @@
+// HTTP routes of litedrive. Index:
+//   1. the bridge actor (how a RESTinio thread asks an actor without blocking)
+//   2. replies and the one error table
+//   3. request helpers (query string, db location)
+//   4. route handlers
+//   5. routing and server life cycle
+
+#include "http/http_server.hpp"
+
+#include <atomic>
+#include <chrono>
+#include <functional>
+#include <string>
+
+#include <caf/all.hpp>
+#include <restinio/all.hpp>
+#include <spdlog/spdlog.h>
+
+#include "actors/db_path.hpp"
+#include "http/request_parsing.hpp"
+#include "http/web_console.hpp"
+#include "schema/errc.hpp"
+#include "schema/json_out.hpp"
+
+namespace litedrive {
+
+// == 1. the bridge actor =========================================================================
+
+/// A piece of work to run inside an event-based actor: it sends the request and installs the
+/// continuation that answers the HTTP client. Never leaves the process.
+struct http_job {
+  std::function<void(caf::event_based_actor*)> run;
+};
+
+} // namespace litedrive
+
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(litedrive::http_job)
+
+namespace litedrive {
+
+namespace {
+
+caf::behavior http_bridge(caf::event_based_actor* self) {
+  return {
+    [self](http_job& job) {
+      try {
+        job.run(self);
+      } catch (const std::exception& e) {
+        spdlog::error("http bridge: unexpected exception: {}", e.what());
+      }
+    },
+  };
+}
+
+// == 2. replies and the one error table ==========================================================
+
+using request_handle = restinio::request_handle_t;
+
+struct http_status {
+  uint16_t code;
+  const char* reason;
+};
+
+/// errc -> HTTP status. The README's error table is this function.
+http_status status_of(errc x) {
+  switch (x) {
+    case errc::none: return {200, "OK"};
+    case errc::invalid_json:
+    case errc::invalid_request:
+    case errc::missing_parameter:
+    case errc::invalid_parameter:
+    case errc::invalid_base64:
+    case errc::invalid_db_path:
+    case errc::too_many_items:
+    case errc::sql_error: return {400, "Bad Request"};
+    case errc::read_only_violation: return {403, "Forbidden"};
+    case errc::database_not_found:
+    case errc::not_found: return {404, "Not Found"};
+    case errc::method_not_allowed: return {405, "Method Not Allowed"};
+    case errc::query_timeout: return {408, "Request Timeout"};
+    case errc::payload_too_large:
+    case errc::result_too_large: return {413, "Payload Too Large"};
+    case errc::database_busy:
+    case errc::unavailable: return {503, "Service Unavailable"};
+    case errc::service_timeout: return {504, "Gateway Timeout"};
+    case errc::internal_error: return {500, "Internal Server Error"};
+  }
+  return {500, "Internal Server Error"};
+}
+
+void reply(const request_handle& req, http_status status, std::string body,
+           const char* allow = nullptr, const char* content_type = "application/json") {
+  auto resp = req->create_response(
+    restinio::http_status_line_t{restinio::http_status_code_t{status.code}, status.reason});
+  resp.append_header(restinio::http_field::content_type, content_type);
+  if (allow != nullptr)
+    resp.append_header(restinio::http_field::allow, allow);
+  resp.set_body(std::move(body));
+  resp.done();
+}
+
+void reply_ok(const request_handle& req, std::string body) {
+  reply(req, {200, "OK"}, std::move(body));
+}
+
+/// Every failure, whatever its origin, leaves through here: {"error":{"code","message"[,"item"]}}.
+void reply_error(const request_handle& req, const caf::error& err, const char* allow = nullptr) {
+  auto v = view(err);
+  if (v.code == errc::internal_error)
+    spdlog::error("{} {}: {}", req->header().method().c_str(), req->header().path(), v.message);
+  std::string body = "{\"error\":{\"code\":";
+  json_out::string(body, to_code(v.code));
+  body += ",\"message\":";
+  json_out::string(body, v.message);
+  if (v.item >= 0) {
+    body += ",\"item\":";
+    json_out::integer(body, v.item);
+  }
+  body += "}}";
+  reply(req, status_of(v.code), std::move(body), allow);
+}
+
+// == 3. request helpers ==========================================================================
+
+struct context {
+  caf::actor_system* sys = nullptr;
+  db_registry_actor registry;
+  caf::actor bridge;
+  settings cfg;
+  std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
+  std::atomic<uint64_t> requests{0};
+};
+
+using query_params = restinio::query_string_params_t;
+
+/// parse_query throws on malformed escapes; that is the client's error, not ours.
+caf::expected<query_params> parse_params(const request_handle& req) {
+  try {
+    return restinio::parse_query<restinio::parse_query_traits::relaxed>(req->header().query());
+  } catch (const std::exception& e) {
+    return make_error(errc::invalid_parameter,
+                      std::string{"malformed query string: "} + e.what());
+  }
+}
+
+caf::expected<std::string> required(const query_params& qp, const char* name) {
+  auto v = qp.get_param(name);
+  if (!v)
+    return make_error(errc::missing_parameter,
+                      std::string{"the query parameter '"} + name + "' is required");
+  return std::string{*v};
+}
+
+caf::expected<db_location> location_param(const query_params& qp, const char* name,
+                                          const settings& cfg) {
+  auto raw = required(qp, name);
+  if (!raw)
+    return std::move(raw.error());
+  return resolve_db_path(*raw, cfg);
+}
+
+caf::expected<bool> bool_param(const query_params& qp, const char* name, bool fallback) {
+  auto v = qp.get_param(name);
+  if (!v)
+    return fallback;
+  if (*v == "true" || *v == "1" || *v == "yes")
+    return true;
+  if (*v == "false" || *v == "0" || *v == "no")
+    return false;
+  return make_error(errc::invalid_parameter,
+                    std::string{"'"} + name + "' must be true or false");
+}
+
+/// Sends one request to the registry from the bridge and answers the client with the reply.
+template <class... Ts>
+void ask_registry(context& ctx, request_handle req, Ts... xs) {
+  auto timeout = ctx.cfg.request_timeout();
+  auto registry = ctx.registry;
+  caf::anon_send(ctx.bridge, http_job{[=](caf::event_based_actor* self) mutable {
+                   self->request(registry, timeout, std::move(xs)...)
+                     .then([req](std::string& body) { reply_ok(req, std::move(body)); },
+                           [req](caf::error& err) { reply_error(req, err); });
+                 }});
+}
+
+// == 4. route handlers ===========================================================================
+
+void handle_transaction(context& ctx, const request_handle& req, const query_params& qp) {
+  auto loc = location_param(qp, "db", ctx.cfg);
+  if (!loc)
+    return reply_error(req, loc.error());
+  auto txn = parse_transaction(req->body(), ctx.cfg.max_items);
+  if (!txn)
+    return reply_error(req, txn.error());
+  ask_registry(ctx, req, exec_atom_v, std::move(*loc), std::move(*txn));
+}
+
+void handle_query(context& ctx, const request_handle& req, const query_params& qp) {
+  auto loc = location_param(qp, "db", ctx.cfg);
+  if (!loc)
+    return reply_error(req, loc.error());
+  auto encoded = required(qp, "sql");
+  if (!encoded)
+    return reply_error(req, encoded.error());
+  auto sql = decode_sql_param(*encoded);
+  if (!sql)
+    return reply_error(req, sql.error());
+  ask_registry(ctx, req, query_atom_v, std::move(*loc), std::move(*sql));
+}
+
+void handle_create(context& ctx, const request_handle& req, const query_params& qp) {
+  auto loc = location_param(qp, "path", ctx.cfg);
+  if (!loc)
+    return reply_error(req, loc.error());
+  auto init_kv = bool_param(qp, "init_kv", false);
+  if (!init_kv)
+    return reply_error(req, init_kv.error());
+  ask_registry(ctx, req, create_atom_v, std::move(*loc), *init_kv);
+}
+
+void handle_health(context& ctx, const request_handle& req) {
+  using namespace std::chrono;
+  std::string out = "{\"status\":\"ok\",\"service\":\"litedrive\",\"uptime_seconds\":";
+  json_out::real(out, duration<double>(steady_clock::now() - ctx.started).count());
+  out += ",\"requests\":";
+  json_out::integer(out, static_cast<int64_t>(ctx.requests.load()));
+  out += ",\"store\":";
+  json_out::string(out, ctx.cfg.store);
+  out += ",\"mount\":";
+  if (ctx.cfg.open_through_mount)
+    json_out::string(out, ctx.cfg.mount);
+  else
+    out += "null";
+  out += '}';
+  reply_ok(req, std::move(out));
+}
+
+// == 5. routing and server life cycle ============================================================
+
+struct route {
+  const char* path;
+  restinio::http_method_id_t method;
+  const char* allow;
+  void (*handler)(context&, const request_handle&, const query_params&);
+};
+
+restinio::request_handling_status_t dispatch(context& ctx, const request_handle& req) {
+  ++ctx.requests;
+  const auto& hdr = req->header();
+  std::string_view path = hdr.path();
+  auto method = hdr.method();
+  // Routes are exact: no case folding, no trailing slash (RESTinio's router would allow both).
+  static const route routes[] = {
+    {"/api/v1/sqlite/db", restinio::http_method_post(), "POST",
+     [](context& c, const request_handle& r, const query_params& q) { handle_transaction(c, r, q); }},
+    {"/api/v1/sqlite/query", restinio::http_method_get(), "GET",
+     [](context& c, const request_handle& r, const query_params& q) { handle_query(c, r, q); }},
+    {"/api/v1/sqlite/db/create", restinio::http_method_post(), "POST",
+     [](context& c, const request_handle& r, const query_params& q) { handle_create(c, r, q); }},
+    {"/api/v1/sqlite/health", restinio::http_method_get(), "GET",
+     [](context& c, const request_handle& r, const query_params&) { handle_health(c, r); }},
+    {"/api/v1/sqlite/health/cache", restinio::http_method_get(), "GET",
+     [](context& c, const request_handle& r, const query_params&) { ask_registry(c, r, stats_atom_v); }},
+    {"/", restinio::http_method_get(), "GET",
+     [](context&, const request_handle& r, const query_params&) {
+       reply(r, {200, "OK"}, web_console_html, nullptr, "text/html; charset=utf-8");
+     }},
+  };
+  try {
+    for (const auto& r : routes) {
+      if (path != r.path)
+        continue;
+      if (method != r.method)
+        return reply_error(req, make_error(errc::method_not_allowed,
+                                           std::string{"use "} + r.allow + " for " + r.path),
+                           r.allow),
+               restinio::request_accepted();
+      if (req->body().size() > ctx.cfg.max_body_bytes) {
+        reply_error(req, make_error(errc::payload_too_large,
+                                    "the body has " + std::to_string(req->body().size())
+                                      + " bytes; the limit is "
+                                      + std::to_string(ctx.cfg.max_body_bytes)
+                                      + " (max_body_bytes)"));
+        return restinio::request_accepted();
+      }
+      auto qp = parse_params(req);
+      if (!qp) {
+        reply_error(req, qp.error());
+        return restinio::request_accepted();
+      }
+      r.handler(ctx, req, *qp);
+      return restinio::request_accepted();
+    }
+    reply_error(req, make_error(errc::not_found, "no route for " + std::string{path}));
+  } catch (const std::exception& e) {
+    reply_error(req, make_error(errc::internal_error, e.what()));
+  }
+  return restinio::request_accepted();
+}
+
+struct server_traits : restinio::default_traits_t {
+  static constexpr bool use_connection_count_limiter = true;
+};
+
+} // namespace
+
+struct http_server::impl {
+  context ctx;
+  std::unique_ptr<restinio::running_server_instance_t<restinio::http_server_t<server_traits>>>
+    server;
+  std::atomic<uint16_t> port{0};
+  bool stopped = false;
+};
+
+http_server::http_server(std::unique_ptr<impl> p) : impl_(std::move(p)) {
+}
+
+http_server::~http_server() {
+  stop();
+}
+
+uint16_t http_server::port() const {
+  return impl_->port.load();
+}
+
+void http_server::stop() {
+  if (impl_->stopped || !impl_->server)
+    return;
+  impl_->stopped = true;
+  impl_->server->stop();
+  impl_->server->wait();
+  caf::anon_send_exit(impl_->ctx.bridge, caf::exit_reason::user_shutdown);
+}
+
+caf::expected<std::unique_ptr<http_server>> http_server::start(caf::actor_system& sys,
+                                                              db_registry_actor registry,
+                                                              const settings& s) {
+  auto p = std::make_unique<impl>();
+  p->ctx.sys = &sys;
+  p->ctx.registry = std::move(registry);
+  p->ctx.bridge = sys.spawn(http_bridge);
+  p->ctx.cfg = s;
+  auto* raw = p.get();
+  // RESTinio closes the connection without an answer when a hard limit is crossed; keep its
+  // limits above ours so that we can answer 413 ourselves for everything in between.
+  uint64_t hard_body_limit = std::max<uint64_t>(uint64_t{s.max_body_bytes} * 2,
+                                                uint64_t{s.max_body_bytes} + (1u << 20));
+  auto handle_timeout = s.request_timeout() + std::chrono::seconds{5};
+  restinio::server_settings_t<server_traits> rs;
+  rs.address(s.http_host)
+    .port(s.http_port)
+    .max_parallel_connections(s.max_connections)
+    .handle_request_timeout(handle_timeout)
+    .read_next_http_message_timelimit(std::chrono::seconds{60})
+    .write_http_response_timelimit(std::chrono::seconds{60})
+    .incoming_http_msg_limits(restinio::incoming_http_msg_limits_t{}
+                                .max_url_size(256u * 1024u)
+                                .max_field_name_size(1024u)
+                                .max_field_value_size(64u * 1024u)
+                                .max_field_count(256u)
+                                .max_body_size(hard_body_limit))
+    .acceptor_post_bind_hook([raw](asio::ip::tcp::acceptor& acceptor) {
+      raw->port = acceptor.local_endpoint().port();
+    })
+    .request_handler([raw](request_handle req) { return dispatch(raw->ctx, req); });
+  try {
+    auto server = restinio::run_async<server_traits>(restinio::own_io_context(), std::move(rs),
+                                                     std::max<size_t>(s.http_threads, 1));
+    p->server = std::move(server);
+  } catch (const std::exception& e) {
+    caf::anon_send_exit(p->ctx.bridge, caf::exit_reason::user_shutdown);
+    return make_error(errc::unavailable, "cannot listen on " + s.http_host + ":"
+                                           + std::to_string(s.http_port) + ": " + e.what());
+  }
+  return std::unique_ptr<http_server>(new http_server(std::move(p)));
+}
+
+} // namespace litedrive

@@ -1,0 +1,62 @@
+#pragma once
+// The message vocabulary: litedrive's CAF type-ID block, its atoms, and the typed interfaces of
+// its actors. All replies are either the JSON text of the answer or a caf::error (schema/errc).
+
+#include <string>
+
+#include <caf/allowed_unsafe_message_type.hpp>
+#include <caf/atom.hpp>
+#include <caf/replies_to.hpp>
+#include <caf/type_id.hpp>
+#include <caf/stateful_actor.hpp>
+#include <caf/typed_actor.hpp>
+#include <caf/typed_event_based_actor.hpp>
+
+#include "schema/sql_types.hpp"
+
+// Messages that only ever travel inside the daemon's process carry these by value; they are not
+// meant for the remote inspection interface, which only speaks atoms and strings.
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(litedrive::sql_txn)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(litedrive::db_location)
+
+CAF_BEGIN_TYPE_ID_BLOCK(litedrive, caf::first_custom_type_id)
+  CAF_ADD_ATOM(litedrive, litedrive, exec_atom, "exec")
+  CAF_ADD_ATOM(litedrive, litedrive, query_atom, "query")
+  CAF_ADD_ATOM(litedrive, litedrive, create_atom, "create")
+  CAF_ADD_ATOM(litedrive, litedrive, stats_atom, "stats")
+  CAF_ADD_ATOM(litedrive, litedrive, idle_atom, "idle")
+CAF_END_TYPE_ID_BLOCK(litedrive)
+
+namespace litedrive {
+
+/// SQL work on one database. Implemented by the SQLite worker (which blocks) and, with the same
+/// signatures, by the database actor in front of it (which never blocks).
+using sql_actor = caf::typed_actor<
+  // Runs every item of the transaction atomically; answers {"results":[...]}.
+  caf::replies_to<exec_atom, sql_txn>::with<std::string>,
+  // Runs one read-only statement on a read-only connection; answers {"results":[{resultSet}]}.
+  caf::replies_to<query_atom, std::string>::with<std::string>,
+  // Creates the database file if missing (bool: also create the KV table); answers the outcome.
+  caf::replies_to<create_atom, bool>::with<std::string>,
+  // Answers this database's counters as a JSON object.
+  caf::replies_to<stats_atom>::with<std::string>>;
+
+/// The per-database actor: SQL work (forwarded to its worker) plus its own life cycle.
+using database_actor = sql_actor::extend<
+  // Asked by the registry when the database has been unused for a while: true when nothing is
+  // in flight (and, with the drive, no lock is held), so it may be closed.
+  caf::replies_to<idle_atom>::with<bool>,
+  // Sent by the registry after it forgot this actor: finish what is queued, then stop.
+  caf::reacts_to<caf::close_atom>>;
+
+/// Maps a db_location to its database actor and forwards requests to it.
+using db_registry_actor = caf::typed_actor<
+  caf::replies_to<exec_atom, db_location, sql_txn>::with<std::string>,
+  caf::replies_to<query_atom, db_location, std::string>::with<std::string>,
+  caf::replies_to<create_atom, db_location, bool>::with<std::string>,
+  // Answers {"databases":[...]} with every open database's stats.
+  caf::replies_to<stats_atom>::with<std::string>,
+  // Self-sent: the idle sweep.
+  caf::reacts_to<caf::tick_atom>>;
+
+} // namespace litedrive

@@ -1,0 +1,50 @@
+#pragma once
+// Every tunable of the daemon, with its embedded default. daemon/options.cpp fills this from the
+// command line and the config file; the README's configuration table lists the same names.
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+namespace litedrive {
+
+struct settings {
+  // -- locations --------------------------------------------------------------
+  std::string store = "/var/lib/litedrive/store";  ///< backing directory
+  std::string mount = "";                          ///< FUSE mount point ("" = no mount)
+  bool allow_any_absolute_db_path = false;         ///< accept `?db=/abs/path.db`
+  bool open_through_mount = false;  ///< set at start-up once the mount is up: litedrive opens
+                                    ///< its own databases through it (one cache, one lock table)
+
+  // -- HTTP -------------------------------------------------------------------
+  std::string http_host = "127.0.0.1";
+  uint16_t http_port = 8420;               ///< 0 = pick a free port and log it
+  size_t http_threads = 1;                 ///< RESTinio I/O threads
+  size_t max_body_bytes = 4u << 20;        ///< larger bodies get 413
+  size_t max_connections = 1024;           ///< concurrent HTTP connections
+  std::string web_console = "on";          ///< "on"/"off": serve the SQL console at /
+
+  // -- SQL --------------------------------------------------------------------
+  size_t max_items = 1000;                 ///< items per transaction
+  std::chrono::milliseconds statement_timeout{5000};  ///< per request, then SQLITE_INTERRUPT
+  std::chrono::milliseconds busy_timeout{5000};       ///< wait for other processes' locks
+  size_t max_result_rows = 100000;         ///< rows per result set
+  size_t max_result_bytes = 32u << 20;     ///< bytes of one JSON response
+  std::string synchronous = "FULL";        ///< PRAGMA synchronous for litedrive's connections
+
+  // -- actors -----------------------------------------------------------------
+  bool detached_workers = true;            ///< SQLite work on its own thread (tests: false)
+  std::chrono::milliseconds idle_close{std::chrono::minutes{5}};  ///< close idle databases
+
+  // -- logging ----------------------------------------------------------------
+  std::string log_level = "info";
+
+  /// How long a front end waits for an actor's answer: every limit that can delay an answer
+  /// plus slack, and always below RESTinio's handle_request_timeout (see http_server.cpp).
+  std::chrono::milliseconds request_timeout() const {
+    return statement_timeout + busy_timeout + std::chrono::milliseconds{2000};
+  }
+};
+
+} // namespace litedrive

@@ -1,0 +1,47 @@
+#pragma once
+// Plain data carried by messages between the front ends and the database actors.
+
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <variant>
+#include <vector>
+
+namespace litedrive {
+
+/// A blob value. JSON form (both directions): {"$blob": "<standard base64>"}.
+struct blob {
+  std::string bytes;
+  bool operator==(const blob& other) const { return bytes == other.bytes; }
+};
+
+/// One bound parameter or result cell. JSON mapping: null <-> null, integers <-> int64 (exact),
+/// floating point <-> double, strings <-> text, {"$blob": base64} <-> blob. Booleans bind as 1/0;
+/// other arrays and objects bind as their JSON text (so SQLite's JSON functions accept them).
+using sql_value = std::variant<std::nullptr_t, int64_t, double, std::string, blob>;
+
+/// One element of a transaction: a `statement` (answers rowsUpdated) or a `query` (answers a
+/// resultSet). Parameters are positional (`?`, `?NNN`) or named (`:name`, `@name`, `$name`).
+struct sql_item {
+  bool is_query = false;
+  std::string sql;
+  std::vector<sql_value> positional;
+  std::vector<std::pair<std::string, sql_value>> named;
+};
+
+/// A whole request of POST /api/v1/sqlite/db: all items run in ONE SQLite transaction.
+struct sql_txn {
+  std::vector<sql_item> items;
+};
+
+/// Where a database lives. `key` is the canonical backing path (what the registry maps to one
+/// actor); `open_path` is the path litedrive's own SQLite connection opens (the backing file, or
+/// the same file through the mount once the drive is up); `name` is what the client called it.
+struct db_location {
+  std::string key;
+  std::string open_path;
+  std::string name;
+  bool in_store = true;
+};
+
+} // namespace litedrive
