@@ -26,7 +26,7 @@ database_actor route(self_ptr self, const db_location& loc) {
     spdlog::debug("registry: spawned database actor for {}", loc.key);
   }
   i->second.forwards++;
-  i->second.last_use = std::chrono::steady_clock::now();
+  i->second.last_use = self->clock().now();
   return i->second.handle;
 }
 
@@ -34,7 +34,7 @@ database_actor route(self_ptr self, const db_location& loc) {
 /// it only if no request was routed to it since the question (so nothing can be lost).
 void sweep(self_ptr self) {
   auto& st = self->state;
-  auto now = std::chrono::steady_clock::now();
+  auto now = self->clock().now();  // the actor clock: deterministic under the test coordinator
   for (auto& [key, e] : st.dbs) {
     if (now - e.last_use < st.cfg.idle_close)
       continue;
@@ -141,6 +141,7 @@ db_registry_actor::behavior_type db_registry(self_ptr self, settings s) {
     [self](create_atom atm, db_location& loc, bool init_kv) -> caf::result<std::string> {
       return self->delegate(route(self, loc), atm, init_kv);
     },
+    [self](caf::get_atom, db_location& loc) { return route(self, loc); },
     [self](stats_atom) { return all_stats(self); },
     [self](caf::tick_atom) {
       sweep(self);

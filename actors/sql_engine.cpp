@@ -125,12 +125,22 @@ caf::error not_found(const db_location& loc) {
                     "POST /api/v1/sqlite/db/create?path=" + loc.name + ")");
 }
 
-/// Creates the missing directories of `path`'s parent, one level at a time.
+/// Creates the missing directories of `path`'s parent, one level at a time; fails (errno set)
+/// when something that is not a directory stands in the way.
 bool make_parents(const std::string& path) {
   for (size_t pos = path.find('/', 1); pos != std::string::npos; pos = path.find('/', pos + 1)) {
     auto dir = path.substr(0, pos);
-    if (::mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST)
+    if (::mkdir(dir.c_str(), 0755) == 0)
+      continue;
+    if (errno != EEXIST)
       return false;
+    struct stat st;
+    if (::stat(dir.c_str(), &st) != 0)
+      return false;
+    if (!S_ISDIR(st.st_mode)) {
+      errno = ENOTDIR;
+      return false;
+    }
   }
   return true;
 }
@@ -158,7 +168,7 @@ caf::error sql_engine::open_rw(bool create) {
   if (rc != SQLITE_OK) {
     std::string msg = db ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
     sqlite3_close_v2(db);
-    if (!file_exists(loc_.open_path))
+    if (!create && !file_exists(loc_.open_path))
       return not_found(loc_);
     return make_error(errc::internal_error, "cannot open database '" + loc_.name + "': " + msg);
   }
@@ -232,7 +242,6 @@ caf::error sql_engine::sqlite_failure(sqlite3* db, int rc, int32_t index, const 
     case SQLITE_CORRUPT:
     case SQLITE_FULL:
     case SQLITE_CANTOPEN:
-    case SQLITE_NOTADB:
       return make_error(errc::internal_error, prefix + what + ": " + msg, index);
     default:
       return make_error(errc::sql_error, prefix + msg, index);
@@ -384,6 +393,8 @@ caf::error sql_engine::run_item(const sql_item& item, int32_t index, std::string
     int rc = sqlite3_prepare_v3(rw_, sql, static_cast<int>(end - sql), 0, &stmt, &tail);
     if (rc != SQLITE_OK)
       return sqlite_failure(rw_, rc, index, "cannot prepare statement");
+    if (stmt == nullptr && tail == sql)
+      break; // no progress: an embedded NUL ends the SQL text for SQLite
     sql = tail;
     if (stmt == nullptr) // whitespace or a comment
       continue;

@@ -69,6 +69,8 @@ caf::expected<sql_item> to_item(const json& j, size_t index) {
         return item_error(index, "\"" + k + "\" must be a string of SQL");
       item.is_query = k == "query";
       item.sql = v.get<std::string>();
+      if (item.sql.find('\0') != std::string::npos)
+        return item_error(index, "the SQL contains a NUL character");
       has_sql = true;
     } else if (k == "values") {
       values = &v;
@@ -147,6 +149,8 @@ caf::expected<std::string> decode_sql_param(std::string_view text) {
                       "sql= is not valid base64 (standard or URL-safe alphabet expected)");
   if (decoded->empty())
     return make_error(errc::invalid_request, "sql= decodes to an empty statement");
+  if (decoded->find('\0') != std::string::npos)
+    return make_error(errc::invalid_request, "sql= decodes to SQL with a NUL character");
   return std::move(*decoded);
 }
 

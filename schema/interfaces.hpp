@@ -54,6 +54,8 @@ using db_registry_actor = caf::typed_actor<
   caf::replies_to<exec_atom, db_location, sql_txn>::with<std::string>,
   caf::replies_to<query_atom, db_location, std::string>::with<std::string>,
   caf::replies_to<create_atom, db_location, bool>::with<std::string>,
+  // The database actor serving this location (spawned if needed): for inspection and tests.
+  caf::replies_to<caf::get_atom, db_location>::with<database_actor>,
   // Answers {"databases":[...]} with every open database's stats.
   caf::replies_to<stats_atom>::with<std::string>,
   // Self-sent: the idle sweep.

@@ -1,0 +1,134 @@
+"""Starts the real litedrive binary on an ephemeral loopback port and talks HTTP to it.
+
+LITEDRIVE_BIN names the binary (ctest sets it). Every daemon gets its own temporary store and is
+stopped with SIGTERM, which must end it cleanly (exit code 0).
+"""
+import base64
+import http.client
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+import urllib.parse
+
+BIN = os.environ.get("LITEDRIVE_BIN", os.path.join(os.path.dirname(__file__), "../../build/litedrive"))
+
+
+class Daemon:
+    def __init__(self, *args, store=None, mount=None):
+        self.tmp = tempfile.mkdtemp(prefix="litedrive-it-")
+        self.store = store or os.path.join(self.tmp, "store")
+        self.mount = mount
+        self.args = list(args)
+        self.proc = None
+        self.port = None
+        self.log_path = os.path.join(self.tmp, "daemon.log")
+
+    def start(self, timeout=20.0):
+        port_file = os.path.join(self.tmp, "port")
+        if os.path.exists(port_file):
+            os.unlink(port_file)
+        cmd = [BIN, f"--store={self.store}", "--http=127.0.0.1:0", f"--port-file={port_file}",
+               "--log-level=info"] + self.args
+        if self.mount:
+            cmd.append(f"--mount={self.mount}")
+        self.log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"litedrive exited with {self.proc.returncode}:\n{self.read_log()}")
+            if os.path.exists(port_file):
+                with open(port_file) as f:
+                    self.port = int(f.read().strip())
+                return self
+            time.sleep(0.02)
+        raise RuntimeError("litedrive did not start in time:\n" + self.read_log())
+
+    def read_log(self):
+        try:
+            with open(self.log_path, errors="replace") as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    def stop(self, timeout=20.0):
+        """SIGTERM and wait; returns the exit code."""
+        if self.proc is None:
+            return None
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise RuntimeError("litedrive did not stop on SIGTERM:\n" + self.read_log())
+        self.proc = None
+        self.log.close()
+        return code
+
+    def kill9(self):
+        self.proc.kill()
+        self.proc.wait()
+        self.proc = None
+        self.log.close()
+
+    def cleanup(self):
+        if self.proc is not None:
+            self.kill9()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        try:
+            code = self.stop()
+            if exc[0] is None and code != 0:
+                raise AssertionError(f"litedrive exited with {code}:\n{self.read_log()}")
+        finally:
+            self.cleanup()
+
+    # -- HTTP -------------------------------------------------------------------------------------
+
+    def connection(self, timeout=60):
+        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+
+    def request(self, method, path, body=None, headers=None, conn=None):
+        """Returns (status, parsed JSON or None, raw bytes, response headers)."""
+        own = conn is None
+        conn = conn or self.connection()
+        if isinstance(body, (dict, list)):
+            body = json.dumps(body)
+        if isinstance(body, str):
+            body = body.encode()
+        conn.request(method, path, body=body, headers=headers or {})
+        resp = conn.getresponse()
+        raw = resp.read()
+        if own:
+            conn.close()
+        try:
+            parsed = json.loads(raw) if raw else None
+        except ValueError:
+            parsed = None
+        return resp.status, parsed, raw, dict(resp.getheaders())
+
+    def tx(self, db, items, conn=None):
+        return self.request("POST", "/api/v1/sqlite/db?db=" + urllib.parse.quote(db, safe=""),
+                            {"transaction": items}, conn=conn)
+
+    def query(self, db, sql, urlsafe=False, conn=None):
+        enc = (base64.urlsafe_b64encode if urlsafe else base64.b64encode)(sql.encode()).decode()
+        return self.request("GET", "/api/v1/sqlite/query?db=" + urllib.parse.quote(db, safe="")
+                            + "&sql=" + urllib.parse.quote(enc, safe=""), conn=conn)
+
+    def create(self, path, init_kv=False):
+        return self.request("POST", "/api/v1/sqlite/db/create?path=" + urllib.parse.quote(path, safe="")
+                            + ("&init_kv=true" if init_kv else ""))
+
+
+def rows(answer, index=0):
+    return answer["results"][index]["resultSet"]

@@ -1,0 +1,135 @@
+#define CAF_SUITE db_registry
+#include <caf/test/dsl.hpp>
+
+#include <nlohmann/json.hpp>
+
+#include "actors/db_path.hpp"
+#include "actors/db_registry.hpp"
+#include "schema/errc.hpp"
+#include "temp_dir.hpp"
+
+using namespace litedrive;
+using json = nlohmann::json;
+
+namespace {
+
+struct fixture : test_coordinator_fixture<> {
+  test::temp_dir dir;
+  settings cfg;
+  db_registry_actor registry;
+
+  fixture() {
+    cfg.store = dir.path;
+    cfg.mount = "/hoody/databases";
+    cfg.allow_any_absolute_db_path = true;
+    cfg.detached_workers = false; // SQLite inline: the test coordinator runs everything
+    cfg.idle_close = std::chrono::seconds{10};
+    registry = sys.spawn(db_registry, cfg);
+    drain();
+  }
+
+  ~fixture() {
+    anon_send_exit(registry, caf::exit_reason::user_shutdown);
+    drain();
+  }
+
+  /// Runs every queued message but fires no timer: the registry's idle sweep re-arms itself, so
+  /// the fixture's run() (which also fires timers) would never return.
+  void drain() {
+    sched.run();
+  }
+
+  db_location loc(const std::string& name) {
+    return *resolve_db_path(name, cfg);
+  }
+
+  template <class... Ts>
+  caf::expected<std::string> ask(Ts... xs) {
+    auto hdl = self->request(registry, caf::infinite, xs...);
+    drain();
+    caf::expected<std::string> result{caf::error{}};
+    hdl.receive([&](std::string& s) { result = std::move(s); },
+                [&](caf::error& e) { result = std::move(e); });
+    return result;
+  }
+
+  database_actor actor_for(const std::string& name) {
+    auto hdl = self->request(registry, caf::infinite, caf::get_atom_v, loc(name));
+    drain();
+    database_actor result;
+    hdl.receive([&](database_actor& a) { result = a; },
+                [&](caf::error& e) { CAF_FAIL("get failed: " << to_string(e)); });
+    return result;
+  }
+
+  json stats() {
+    auto s = ask(stats_atom_v);
+    CAF_REQUIRE(s);
+    return json::parse(*s);
+  }
+
+  sql_txn txn(const std::string& sql, bool is_query) {
+    sql_txn t;
+    t.items.push_back(sql_item{is_query, sql, {}, {}});
+    return t;
+  }
+};
+
+} // namespace
+
+CAF_TEST_FIXTURE_SCOPE(db_registry_tests, fixture)
+
+CAF_TEST(one actor per canonical path) {
+  CAF_REQUIRE(ask(create_atom_v, loc("app"), false));
+  auto a = actor_for("app");
+  CAF_CHECK_EQUAL(a, actor_for("app.db"));
+  CAF_CHECK_EQUAL(a, actor_for("/hoody/databases/app.db"));
+  CAF_CHECK_EQUAL(a, actor_for(dir.path + "/app.db"));
+  CAF_CHECK_NOT_EQUAL(a, actor_for("other"));
+  CAF_CHECK_EQUAL(stats()["open"].get<int>(), 2);
+}
+
+CAF_TEST(requests are answered through the database actor) {
+  CAF_REQUIRE(ask(create_atom_v, loc("app"), false));
+  CAF_REQUIRE(ask(exec_atom_v, loc("app"), txn("CREATE TABLE t(x)", false)));
+  CAF_REQUIRE(ask(exec_atom_v, loc("app"), txn("INSERT INTO t VALUES (42)", false)));
+  auto r = ask(query_atom_v, loc("app"), std::string{"SELECT x FROM t"});
+  CAF_REQUIRE(r);
+  CAF_CHECK_EQUAL(json::parse(*r)["results"][0]["resultSet"][0]["x"].get<int>(), 42);
+  auto missing = ask(exec_atom_v, loc("missing"), txn("SELECT 1", true));
+  CAF_REQUIRE(!missing);
+  CAF_CHECK_EQUAL(view(missing.error()).code, errc::database_not_found);
+  auto s = stats();
+  for (auto& db : s["databases"])
+    if (db["name"] == "app")
+      CAF_CHECK_EQUAL(db["requests"].get<int>(), 4);
+}
+
+CAF_TEST(a database actor that dies is replaced on the next request) {
+  CAF_REQUIRE(ask(create_atom_v, loc("app"), false));
+  auto first = actor_for("app");
+  anon_send_exit(first, caf::exit_reason::kill);
+  drain();
+  CAF_CHECK_EQUAL(stats()["died"].get<int>(), 1);
+  CAF_CHECK_EQUAL(stats()["open"].get<int>(), 0);
+  CAF_REQUIRE(ask(exec_atom_v, loc("app"), txn("SELECT 1", true)));
+  auto second = actor_for("app");
+  CAF_CHECK_NOT_EQUAL(first, second);
+}
+
+CAF_TEST(idle databases are closed and reopened on demand) {
+  CAF_REQUIRE(ask(create_atom_v, loc("app"), false));
+  CAF_CHECK_EQUAL(stats()["open"].get<int>(), 1);
+  advance_time(std::chrono::seconds{5});
+  drain();
+  CAF_CHECK_EQUAL(stats()["open"].get<int>(), 1); // not idle long enough yet
+  for (int i = 0; i < 4; ++i) {
+    advance_time(std::chrono::seconds{3});
+    drain();
+  }
+  CAF_CHECK_EQUAL(stats()["open"].get<int>(), 0);
+  CAF_REQUIRE(ask(exec_atom_v, loc("app"), txn("SELECT 1", true)));
+  CAF_CHECK_EQUAL(stats()["open"].get<int>(), 1);
+}
+
+CAF_TEST_FIXTURE_SCOPE_END()
