@@ -13,6 +13,20 @@ namespace {
 
 using self_ptr = database_actor::stateful_pointer<database_state>;
 
+/// Counts a finished request; quits when closing and nothing is left.
+void finished(self_ptr self, std::chrono::steady_clock::time_point started, bool ok) {
+  auto& st = self->state;
+  auto us = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(
+                                    std::chrono::steady_clock::now() - started)
+                                    .count());
+  st.total_latency_us += us;
+  st.max_latency_us = std::max(st.max_latency_us, us);
+  if (!ok)
+    ++st.failures;
+  if (--st.in_flight == 0 && st.closing)
+    self->quit();
+}
+
 /// Forwards one request to the worker and answers the original sender when it is done, keeping
 /// the counters on the way. The worker's reply arrives as a message, so this actor never waits.
 template <class... Ts>
@@ -22,29 +36,64 @@ caf::result<std::string> forward(self_ptr self, Ts&&... xs) {
   ++st.in_flight;
   auto started = std::chrono::steady_clock::now();
   auto rp = self->make_response_promise<std::string>();
-  auto done = [self, started](bool ok) {
-    auto& st = self->state;
-    auto us = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(
-                                      std::chrono::steady_clock::now() - started)
-                                      .count());
-    st.total_latency_us += us;
-    st.max_latency_us = std::max(st.max_latency_us, us);
-    if (!ok)
-      ++st.failures;
-    if (--st.in_flight == 0 && st.closing)
-      self->quit();
-  };
   self->request(st.worker, caf::infinite, std::forward<Ts>(xs)...)
     .then(
-      [rp, done](std::string& answer) mutable {
-        done(true);
+      [self, rp, started](std::string& answer) mutable {
         rp.deliver(std::move(answer));
+        finished(self, started, true);
       },
-      [rp, done](caf::error& err) mutable {
-        done(false);
+      [self, rp, started](caf::error& err) mutable {
         rp.deliver(std::move(err));
+        finished(self, started, false);
       });
   return rp;
+}
+
+/// Group commit: everything that queued up while the previous group was at the worker goes to
+/// it as the next group (up to group_commit_max transactions), so one fsync serves them all.
+/// Each request is answered only after its group committed.
+void commit_next_group(self_ptr self) {
+  auto& st = self->state;
+  if (st.committing || st.queue.empty())
+    return;
+  auto n = std::min(st.queue.size(), std::max<size_t>(st.cfg.group_commit_max, 1));
+  std::vector<sql_txn> group;
+  std::vector<caf::typed_response_promise<std::string>> promises;
+  group.reserve(n);
+  promises.reserve(n);
+  for (size_t i = 0; i < n; ++i) {
+    group.push_back(std::move(st.queue.front().txn));
+    promises.push_back(std::move(st.queue.front().promise));
+    st.queue.pop_front();
+  }
+  st.committing = true;
+  ++st.groups;
+  st.grouped_txns += n;
+  auto started = std::chrono::steady_clock::now();
+  self->request(st.worker, caf::infinite, exec_atom_v, std::move(group))
+    .then(
+      [self, promises, started](std::vector<txn_outcome>& outcomes) mutable {
+        for (size_t i = 0; i < promises.size(); ++i) {
+          bool ok = i < outcomes.size() && !outcomes[i].error;
+          if (ok)
+            promises[i].deliver(std::move(outcomes[i].answer));
+          else if (i < outcomes.size())
+            promises[i].deliver(std::move(outcomes[i].error));
+          else
+            promises[i].deliver(make_error(errc::internal_error, "missing group outcome"));
+          finished(self, started, ok);
+        }
+        self->state.committing = false;
+        commit_next_group(self);
+      },
+      [self, promises, started](caf::error& err) mutable {
+        for (auto& p : promises) {
+          p.deliver(err);
+          finished(self, started, false);
+        }
+        self->state.committing = false;
+        commit_next_group(self);
+      });
 }
 
 std::string stats_json(const database_state& st) {
@@ -63,6 +112,12 @@ std::string stats_json(const database_state& st) {
   json_out::real(out, st.requests ? st.total_latency_us / 1000.0 / st.requests : 0.0);
   out += ",\"max_latency_ms\":";
   json_out::real(out, st.max_latency_us / 1000.0);
+  out += ",\"queued\":";
+  json_out::integer(out, static_cast<int64_t>(st.queue.size()));
+  out += ",\"group_commits\":";
+  json_out::integer(out, static_cast<int64_t>(st.groups));
+  out += ",\"avg_group_size\":";
+  json_out::real(out, st.groups ? double(st.grouped_txns) / double(st.groups) : 0.0);
   out += ",\"open_seconds\":";
   json_out::real(out, duration<double>(steady_clock::now() - st.opened_at).count());
   out += '}';
@@ -74,6 +129,7 @@ std::string stats_json(const database_state& st) {
 database_actor::behavior_type database(self_ptr self, db_location loc, settings s) {
   auto& st = self->state;
   st.loc = loc;
+  st.cfg = s;
   st.opened_at = std::chrono::steady_clock::now();
   // The worker dies with this actor (link), and this actor dies with a crashed worker, which
   // the registry notices (monitor) and replaces on next use.
@@ -90,7 +146,15 @@ database_actor::behavior_type database(self_ptr self, db_location loc, settings 
   });
   spdlog::debug("database actor up for {}", loc.key);
   return {
-    [self](exec_atom atm, sql_txn& txn) { return forward(self, atm, std::move(txn)); },
+    [self](exec_atom, sql_txn& txn) -> caf::result<std::string> {
+      auto& st = self->state;
+      ++st.requests;
+      ++st.in_flight;
+      auto rp = self->make_response_promise<std::string>();
+      st.queue.push_back({std::move(txn), rp});
+      commit_next_group(self);
+      return rp;
+    },
     [self](query_atom atm, std::string& sql) { return forward(self, atm, std::move(sql)); },
     [self](create_atom atm, bool init_kv) { return forward(self, atm, init_kv); },
     [self](stats_atom) -> caf::result<std::string> { return stats_json(self->state); },

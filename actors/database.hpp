@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <deque>
 
 #include "schema/interfaces.hpp"
 #include "schema/settings.hpp"
@@ -13,8 +14,19 @@
 namespace litedrive {
 
 struct database_state {
+  /// A transaction waiting for the next group commit.
+  struct queued_txn {
+    sql_txn txn;
+    caf::typed_response_promise<std::string> promise;
+  };
+
   db_location loc;
-  sql_actor worker;
+  settings cfg;
+  sql_worker_actor worker;
+  std::deque<queued_txn> queue;  ///< arrived while a group was being committed
+  bool committing = false;       ///< a group is at the worker
+  uint64_t groups = 0;           ///< group commits done
+  uint64_t grouped_txns = 0;     ///< transactions they carried
   // -- counters (reported by stats) --
   uint64_t requests = 0;
   uint64_t failures = 0;

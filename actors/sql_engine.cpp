@@ -73,6 +73,8 @@ int authorizer_callback(void* ptr, int action, const char* a1, const char* a2, c
       // transaction (SAVEPOINT is fine: it nests).
       if (action == SQLITE_ATTACH || action == SQLITE_DETACH || action == SQLITE_TRANSACTION)
         return SQLITE_DENY;
+      if (action == SQLITE_SAVEPOINT && a2 != nullptr && sqlite3_stricmp(a2, "litedrive_txn") == 0)
+        return SQLITE_DENY;
       return SQLITE_OK;
     case sql_engine::mode::read_only:
       switch (action) {
@@ -438,7 +440,7 @@ caf::error sql_engine::run_item(const sql_item& item, int32_t index, std::string
   return caf::none;
 }
 
-caf::expected<std::string> sql_engine::execute(const sql_txn& txn) {
+caf::error sql_engine::validate(const sql_txn& txn) const {
   if (txn.items.empty())
     return make_error(errc::invalid_request, "the transaction holds no items");
   if (txn.items.size() > settings_.max_items)
@@ -446,36 +448,111 @@ caf::expected<std::string> sql_engine::execute(const sql_txn& txn) {
                       "the transaction holds " + std::to_string(txn.items.size())
                         + " items; the limit is " + std::to_string(settings_.max_items)
                         + " (max_items)");
-  if (auto err = open_rw(false))
-    return err;
+  return caf::none;
+}
+
+caf::error sql_engine::run_txn(const sql_txn& txn, std::string& out) {
   deadline_ = std::chrono::steady_clock::now() + settings_.statement_timeout;
   timed_out_ = false;
   response_bytes_ = 0;
-  bool read_only = true;
-  for (const auto& item : txn.items)
-    read_only = read_only && item.is_query;
-  // IMMEDIATE takes the write lock up front: a writer never has to upgrade SHARED to RESERVED
-  // mid-transaction, which is where SQLite gives up with SQLITE_BUSY without waiting.
-  if (auto err = exec_internal(read_only ? "BEGIN" : "BEGIN IMMEDIATE"))
+  // Each transaction of a group runs in this savepoint; the authorizer keeps items off it.
+  if (auto err = exec_internal("SAVEPOINT litedrive_txn"))
     return err;
-  std::string out = "{\"results\":[";
+  out = "{\"results\":[";
   mode_ = mode::items;
   for (size_t i = 0; i < txn.items.size(); ++i) {
     if (i > 0)
       out += ',';
     if (auto err = run_item(txn.items[i], static_cast<int32_t>(i), out)) {
       mode_ = mode::internal;
-      exec_internal("ROLLBACK");
+      out.clear();
+      // Unless SQLite already rolled back the whole transaction, undo just this one.
+      if (!sqlite3_get_autocommit(rw_)) {
+        exec_internal("ROLLBACK TO litedrive_txn");
+        exec_internal("RELEASE litedrive_txn");
+      }
       return err;
     }
   }
   mode_ = mode::internal;
-  if (auto err = exec_internal("COMMIT")) {
-    exec_internal("ROLLBACK");
+  if (auto err = exec_internal("RELEASE litedrive_txn")) {
+    out.clear();
     return err;
   }
   out += "]}";
-  return out;
+  return caf::none;
+}
+
+std::vector<txn_outcome> sql_engine::execute_group(const std::vector<sql_txn>& group) {
+  std::vector<txn_outcome> outcomes(group.size());
+  std::vector<size_t> todo;
+  for (size_t i = 0; i < group.size(); ++i) {
+    if (auto err = validate(group[i]))
+      outcomes[i].error = std::move(err);
+    else
+      todo.push_back(i);
+  }
+  if (todo.empty())
+    return outcomes;
+  if (auto err = open_rw(false)) {
+    for (auto i : todo)
+      outcomes[i].error = err;
+    return outcomes;
+  }
+  while (!todo.empty()) {
+    bool read_only = true;
+    for (auto i : todo)
+      for (const auto& item : group[i].items)
+        read_only = read_only && item.is_query;
+    // IMMEDIATE takes the write lock up front: a writer never has to upgrade SHARED to RESERVED
+    // mid-transaction, which is where SQLite gives up with SQLITE_BUSY without waiting.
+    if (auto err = exec_internal(read_only ? "BEGIN" : "BEGIN IMMEDIATE")) {
+      for (auto i : todo)
+        outcomes[i].error = err;
+      return outcomes;
+    }
+    std::vector<size_t> succeeded;
+    size_t k = 0;
+    bool aborted = false;
+    for (; k < todo.size(); ++k) {
+      auto i = todo[k];
+      if (auto err = run_txn(group[i], outcomes[i].answer)) {
+        outcomes[i].error = std::move(err);
+        if (sqlite3_get_autocommit(rw_)) {
+          aborted = true;
+          break;
+        }
+      } else {
+        succeeded.push_back(i);
+      }
+    }
+    if (aborted) {
+      // SQLite threw the whole transaction away: what had succeeded was never committed or
+      // answered, so it runs again; what came after the failure never ran.
+      std::vector<size_t> next = succeeded;
+      next.insert(next.end(), todo.begin() + static_cast<ptrdiff_t>(k) + 1, todo.end());
+      for (auto i : succeeded)
+        outcomes[i].answer.clear();
+      todo = std::move(next);
+      continue;
+    }
+    if (auto err = exec_internal("COMMIT")) {
+      exec_internal("ROLLBACK");
+      for (auto i : succeeded) {
+        outcomes[i].answer.clear();
+        outcomes[i].error = err;
+      }
+    }
+    break;
+  }
+  return outcomes;
+}
+
+caf::expected<std::string> sql_engine::execute(const sql_txn& txn) {
+  auto outcomes = execute_group(std::vector<sql_txn>{txn});
+  if (outcomes[0].error)
+    return std::move(outcomes[0].error);
+  return std::move(outcomes[0].answer);
 }
 
 caf::expected<std::string> sql_engine::query(const std::string& sql) {

@@ -10,6 +10,7 @@
 #include <chrono>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include <caf/expected.hpp>
 
@@ -29,8 +30,14 @@ public:
   sql_engine(const sql_engine&) = delete;
   sql_engine& operator=(const sql_engine&) = delete;
 
-  /// Runs every item in ONE transaction (BEGIN IMMEDIATE when anything may write). On failure
-  /// nothing is applied and the error names the failing item's index.
+  /// Group commit: runs every transaction of `group` inside ONE SQLite transaction (BEGIN
+  /// IMMEDIATE when anything may write), each in its own savepoint, then commits once. A failing
+  /// transaction is rolled back to its savepoint and fails alone (its error names the failing
+  /// item); the others commit. If SQLite aborts the whole transaction (interrupt, I/O error),
+  /// the transactions that had succeeded so far are run again in a fresh one.
+  std::vector<txn_outcome> execute_group(const std::vector<sql_txn>& group);
+
+  /// One transaction on its own (a group of one).
   caf::expected<std::string> execute(const sql_txn& txn);
 
   /// Runs exactly one statement on the read-only connection. Writes, ATTACH, transaction control
@@ -53,6 +60,8 @@ private:
   caf::error open_rw(bool create);
   caf::error open_ro();
   caf::error configure(sqlite3* db);
+  caf::error validate(const sql_txn& txn) const;
+  caf::error run_txn(const sql_txn& txn, std::string& out);
   caf::error run_item(const sql_item& item, int32_t index, std::string& out);
   caf::error step_into(sqlite3_stmt* stmt, bool collect, int32_t index, std::string& out,
                        size_t& rows);

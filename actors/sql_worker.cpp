@@ -32,13 +32,20 @@ caf::result<std::string> guarded(const db_location& loc, F&& f) {
 
 } // namespace
 
-sql_actor::behavior_type sql_worker(sql_actor::stateful_pointer<sql_worker_state> self,
-                                    db_location loc, settings s) {
+sql_worker_actor::behavior_type
+sql_worker(sql_worker_actor::stateful_pointer<sql_worker_state> self, db_location loc, settings s) {
   self->state.engine = std::make_shared<sql_engine>(std::move(loc), std::move(s));
   auto* engine = self->state.engine.get();
   return {
-    [engine](exec_atom, const sql_txn& txn) {
-      return guarded(engine->location(), [&] { return engine->execute(txn); });
+    [engine](exec_atom, const std::vector<sql_txn>& group) -> std::vector<txn_outcome> {
+      try {
+        return engine->execute_group(group);
+      } catch (const std::exception& e) {
+        spdlog::error("{}: unexpected exception: {}", engine->location().name, e.what());
+        engine->close(); // whatever state the connection was left in, start afresh
+        return std::vector<txn_outcome>(group.size(),
+                                        txn_outcome{{}, make_error(errc::internal_error, e.what())});
+      }
     },
     [engine](query_atom, const std::string& sql) {
       return guarded(engine->location(), [&] { return engine->query(sql); });
@@ -46,7 +53,6 @@ sql_actor::behavior_type sql_worker(sql_actor::stateful_pointer<sql_worker_state
     [engine](create_atom, bool init_kv) {
       return guarded(engine->location(), [&] { return engine->create(init_kv); });
     },
-    [](stats_atom) -> caf::result<std::string> { return std::string{"{}"}; },
   };
 }
 

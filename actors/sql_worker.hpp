@@ -17,7 +17,7 @@ struct sql_worker_state {
   static inline const char* name = "litedrive.sql_worker";
 };
 
-sql_actor::behavior_type sql_worker(sql_actor::stateful_pointer<sql_worker_state> self,
-                                    db_location loc, settings s);
+sql_worker_actor::behavior_type
+sql_worker(sql_worker_actor::stateful_pointer<sql_worker_state> self, db_location loc, settings s);
 
 } // namespace litedrive

@@ -136,6 +136,9 @@ const std::vector<option_def>& option_table() {
        return bad("--synchronous must be OFF, NORMAL, FULL or EXTRA");
      },
      [](const options& o) { return o.cfg.synchronous; }},
+    {"group-commit-max", "N", "HTTP transactions combined into one SQLite commit, at most",
+     [](options& o, const std::string& v) { return parse_number("group-commit-max", v, o.cfg.group_commit_max); },
+     [](const options& o) { return std::to_string(o.cfg.group_commit_max); }},
     {"idle-close-ms", "MS", "close a database unused for this long (0: never)",
      [](options& o, const std::string& v) { return parse_ms("idle-close-ms", v, o.cfg.idle_close); },
      [](const options& o) { return std::to_string(o.cfg.idle_close.count()); }},

@@ -18,6 +18,8 @@
 // meant for the remote inspection interface, which only speaks atoms and strings.
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(litedrive::sql_txn)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(litedrive::db_location)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(std::vector<litedrive::sql_txn>)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(std::vector<litedrive::txn_outcome>)
 
 CAF_BEGIN_TYPE_ID_BLOCK(litedrive, caf::first_custom_type_id)
   CAF_ADD_ATOM(litedrive, litedrive, exec_atom, "exec")
@@ -29,8 +31,14 @@ CAF_END_TYPE_ID_BLOCK(litedrive)
 
 namespace litedrive {
 
-/// SQL work on one database. Implemented by the SQLite worker (which blocks) and, with the same
-/// signatures, by the database actor in front of it (which never blocks).
+/// The SQLite worker of one database: the only place that blocks. Transactions come in groups
+/// (group commit): one SQLite transaction, each request in its own savepoint, one outcome each.
+using sql_worker_actor = caf::typed_actor<
+  caf::replies_to<exec_atom, std::vector<sql_txn>>::with<std::vector<txn_outcome>>,
+  caf::replies_to<query_atom, std::string>::with<std::string>,
+  caf::replies_to<create_atom, bool>::with<std::string>>;
+
+/// SQL work on one database, as the front ends see it.
 using sql_actor = caf::typed_actor<
   // Runs every item of the transaction atomically; answers {"results":[...]}.
   caf::replies_to<exec_atom, sql_txn>::with<std::string>,

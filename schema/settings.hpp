@@ -32,6 +32,7 @@ struct settings {
   size_t max_result_rows = 100000;         ///< rows per result set
   size_t max_result_bytes = 32u << 20;     ///< bytes of one JSON response
   std::string synchronous = "FULL";        ///< PRAGMA synchronous for litedrive's connections
+  size_t group_commit_max = 256;           ///< transactions combined into one commit, at most
 
   // -- actors -----------------------------------------------------------------
   bool detached_workers = true;            ///< SQLite work on its own thread (tests: false)

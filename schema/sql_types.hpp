@@ -7,6 +7,8 @@
 #include <variant>
 #include <vector>
 
+#include <caf/error.hpp>
+
 namespace litedrive {
 
 /// A blob value. JSON form (both directions): {"$blob": "<standard base64>"}.
@@ -32,6 +34,13 @@ struct sql_item {
 /// A whole request of POST /api/v1/sqlite/db: all items run in ONE SQLite transaction.
 struct sql_txn {
   std::vector<sql_item> items;
+};
+
+/// What one transaction of a group commit came to: the JSON answer, or the error (then none of
+/// its items were applied).
+struct txn_outcome {
+  std::string answer;
+  caf::error error;
 };
 
 /// Where a database lives. `key` is the canonical backing path (what the registry maps to one

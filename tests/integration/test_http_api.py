@@ -153,6 +153,38 @@ class ConcurrencyAndAtomicity(unittest.TestCase):
             self.assertEqual(con.execute("PRAGMA integrity_check").fetchone()[0], "ok")
             con.close()
 
+    def test_concurrent_failures_do_not_touch_their_group(self):
+        """Many clients at once (so requests share group commits), every third one failing."""
+        with Daemon() as d:
+            d.create("mixed")
+            d.tx("mixed", [{"statement": "CREATE TABLE m (k INTEGER PRIMARY KEY)"}])
+            results = []
+
+            def client(cid):
+                conn = d.connection()
+                out = []
+                for seq in range(30):
+                    k = cid * 1000 + seq
+                    items = [{"statement": "INSERT INTO m VALUES (?)", "values": [k]}]
+                    if seq % 3 == 0:
+                        items.append({"statement": "INSERT INTO m VALUES (?)", "values": [k]})  # duplicate key
+                    status, body, _, _ = d.tx("mixed", items, conn=conn)
+                    out.append((k, seq % 3 == 0, status))
+                conn.close()
+                return out
+
+            with concurrent.futures.ThreadPoolExecutor(32) as pool:
+                for out in pool.map(client, range(32)):
+                    results.extend(out)
+            for k, should_fail, status in results:
+                self.assertEqual(status, 400 if should_fail else 200, k)
+            expected = sorted(k for k, should_fail, _ in results if not should_fail)
+            status, body, _, _ = d.query("mixed", "SELECT k FROM m ORDER BY k")
+            self.assertEqual([r["k"] for r in rows(body)], expected)
+            status, body, _, _ = d.request("GET", "/api/v1/sqlite/health/cache")
+            db = [x for x in body["databases"] if x["name"] == "mixed"][0]
+            self.assertGreater(db["avg_group_size"], 1.0, "no group commit happened under load")
+
     def test_failing_item_rolls_back_everything(self):
         with Daemon() as d:
             d.create("atomic")

@@ -157,4 +157,44 @@ CAF_TEST(symlinks out of the store are refused) {
   std::remove(outside.c_str());
 }
 
+CAF_TEST(a group commit fails only the failing transaction) {
+  CAF_REQUIRE(exec(R"j({"transaction":[{"statement":"CREATE TABLE g(x INTEGER UNIQUE)"}]})j"));
+  std::vector<sql_txn> group;
+  for (auto body : {R"j([{"statement":"INSERT INTO g VALUES (1)"}])j",
+                    R"j([{"statement":"INSERT INTO g VALUES (2)"},{"statement":"INSERT INTO g VALUES (1)"}])j",
+                    R"j([{"statement":"INSERT INTO g VALUES (3)"},{"query":"SELECT count(*) AS n FROM g"}])j",
+                    R"j([{"statement":"SAVEPOINT litedrive_txn"}])j",
+                    R"j([{"statement":"RELEASE litedrive_txn"}])j"})
+    group.push_back(*parse_transaction(body, 10));
+  auto out = engine->execute_group(group);
+  CAF_REQUIRE_EQUAL(out.size(), 5u);
+  CAF_CHECK(!out[0].error);
+  CAF_CHECK_EQUAL(view(out[1].error).code, errc::sql_error);
+  CAF_CHECK_EQUAL(view(out[1].error).item, 1);
+  CAF_CHECK(!out[2].error);
+  // Inside the group the third transaction sees the first one's row, not the second's.
+  CAF_CHECK_EQUAL(json::parse(out[2].answer)["results"][1]["resultSet"][0]["n"].get<int>(), 2);
+  CAF_CHECK(out[3].error); // the group's own savepoint is off limits
+  CAF_CHECK(out[4].error);
+  auto rows = query("SELECT x FROM g ORDER BY x");
+  CAF_REQUIRE(rows);
+  CAF_CHECK_EQUAL((*rows)["results"][0]["resultSet"].dump(), R"j([{"x":1},{"x":3}])j");
+}
+
+CAF_TEST(an interrupt that aborts the sqlite transaction reruns the innocent ones) {
+  CAF_REQUIRE(exec(R"j({"transaction":[{"statement":"CREATE TABLE h(x)"}]})j"));
+  std::vector<sql_txn> group;
+  for (auto body : {R"j([{"statement":"INSERT INTO h VALUES (1)"}])j",
+                    R"j([{"statement":"INSERT INTO h WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c) SELECT x FROM c"}])j",
+                    R"j([{"statement":"INSERT INTO h VALUES (2)"}])j"})
+    group.push_back(*parse_transaction(body, 10));
+  auto out = engine->execute_group(group);
+  CAF_CHECK(!out[0].error);
+  CAF_CHECK_EQUAL(view(out[1].error).code, errc::query_timeout);
+  CAF_CHECK(!out[2].error);
+  auto rows = query("SELECT x FROM h ORDER BY x");
+  CAF_REQUIRE(rows);
+  CAF_CHECK_EQUAL((*rows)["results"][0]["resultSet"].dump(), R"j([{"x":1},{"x":2}])j");
+}
+
 CAF_TEST_FIXTURE_SCOPE_END()
