@@ -126,10 +126,13 @@ std::string stats_json(const database_state& st) {
 
 } // namespace
 
-database_actor::behavior_type database(self_ptr self, db_location loc, settings s) {
+database_actor::behavior_type database(self_ptr self, db_location loc, settings s,
+                                       std::shared_ptr<wait_graph> graph) {
   auto& st = self->state;
   st.loc = loc;
   st.cfg = s;
+  st.locks = std::make_unique<lock_table>(s.lock_wait_max);
+  st.graph = graph ? std::move(graph) : std::make_shared<wait_graph>();
   st.opened_at = std::chrono::steady_clock::now();
   // The worker dies with this actor (link), and this actor dies with a crashed worker, which
   // the registry notices (monitor) and replaces on next use.
@@ -141,7 +144,9 @@ database_actor::behavior_type database(self_ptr self, db_location loc, settings 
     self->send_exit(self->state.worker, msg.reason);
     self->quit(msg.reason);
   });
-  self->attach_functor([worker = st.worker]() mutable {
+  self->attach_functor([self, worker = st.worker]() mutable {
+    // No process may be left hanging in fcntl() because this actor went away.
+    drop_all_waiters(self);
     caf::anon_send_exit(worker, caf::exit_reason::user_shutdown);
   });
   spdlog::debug("database actor up for {}", loc.key);
@@ -158,12 +163,27 @@ database_actor::behavior_type database(self_ptr self, db_location loc, settings 
     [self](query_atom atm, std::string& sql) { return forward(self, atm, std::move(sql)); },
     [self](create_atom atm, bool init_kv) { return forward(self, atm, init_kv); },
     [self](stats_atom) -> caf::result<std::string> { return stats_json(self->state); },
-    [self](idle_atom) -> caf::result<bool> { return self->state.in_flight == 0; },
+    [self](idle_atom) -> caf::result<bool> {
+      // Held locks and waiters live only here: such a database is never idle.
+      return self->state.in_flight == 0 && self->state.locks->empty();
+    },
     [self](caf::close_atom) {
       self->state.closing = true;
       if (self->state.in_flight == 0)
         self->quit();
     },
+    [self](lock_atom, lock_request& req, lock_reply_sink_ptr& sink) {
+      on_setlk(self, req, std::move(sink));
+    },
+    [self](getlk_atom, lock_request& req, lock_reply_sink_ptr& sink) { on_getlk(self, req, sink); },
+    [self](caf::flush_atom, uint64_t owner, file_role file, lock_reply_sink_ptr& sink) {
+      on_flush(self, owner, file, sink);
+    },
+    [self](release_atom, uint64_t fh) { on_release(self, fh); },
+    [self](interrupt_atom, uint64_t id) { on_interrupt(self, id); },
+    [self](deadlock_atom, uint64_t id) { on_deadlock(self, id); },
+    [self](caf::tick_atom) { on_lock_tick(self); },
+    [self](locks_atom) -> caf::result<std::string> { return locks_json(self->state); },
   };
 }
 

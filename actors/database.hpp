@@ -8,6 +8,11 @@
 #include <cstdint>
 #include <deque>
 
+#include <memory>
+#include <unordered_map>
+
+#include "actors/lock_table.hpp"
+#include "actors/wait_graph.hpp"
 #include "schema/interfaces.hpp"
 #include "schema/settings.hpp"
 
@@ -35,10 +40,33 @@ struct database_state {
   uint64_t max_latency_us = 0;
   std::chrono::steady_clock::time_point opened_at;
   bool closing = false;
+  // -- the drive's locks (database_locks.cpp) --
+  std::unique_ptr<lock_table> locks;
+  std::unordered_map<uint64_t, lock_reply_sink_ptr> waiting;  ///< sinks of queued requests
+  std::shared_ptr<wait_graph> graph;
+  uint64_t lock_seq = 0;      ///< arrival counter (deadlock victims: youngest first)
+  std::unordered_map<uint64_t, uint64_t> arrival;  ///< waiter id -> lock_seq
+  bool tick_armed = false;
   static inline const char* name = "litedrive.database";
 };
 
 database_actor::behavior_type database(database_actor::stateful_pointer<database_state> self,
-                                       db_location loc, settings s);
+                                       db_location loc, settings s,
+                                       std::shared_ptr<wait_graph> graph);
+
+// -- lock handling, in database_locks.cpp -------------------------------------------------------
+
+using database_self = database_actor::stateful_pointer<database_state>;
+
+void on_setlk(database_self self, const lock_request& req, lock_reply_sink_ptr sink);
+void on_getlk(database_self self, const lock_request& req, const lock_reply_sink_ptr& sink);
+void on_flush(database_self self, uint64_t owner, file_role file, const lock_reply_sink_ptr& sink);
+void on_release(database_self self, uint64_t fh);
+void on_interrupt(database_self self, uint64_t id);
+void on_deadlock(database_self self, uint64_t id);
+void on_lock_tick(database_self self);
+std::string locks_json(const database_state& st);
+/// Answers every waiter (EAGAIN) and leaves the wait-for graph: the actor is going away.
+void drop_all_waiters(database_self self);
 
 } // namespace litedrive

@@ -1,6 +1,7 @@
 #include "actors/db_registry.hpp"
 
 #include <memory>
+#include <optional>
 #include <vector>
 
 #include <caf/all.hpp>
@@ -19,7 +20,7 @@ database_actor route(self_ptr self, const db_location& loc) {
   auto& st = self->state;
   auto i = st.dbs.find(loc.key);
   if (i == st.dbs.end()) {
-    auto handle = self->spawn(database, loc, st.cfg);
+    auto handle = self->spawn(database, loc, st.cfg, st.graph);
     self->monitor(handle);
     ++st.spawned;
     i = st.dbs.emplace(loc.key, db_registry_state::entry{handle, 0, {}}).first;
@@ -27,6 +28,14 @@ database_actor route(self_ptr self, const db_location& loc) {
   }
   i->second.forwards++;
   i->second.last_use = self->clock().now();
+  return i->second.handle;
+}
+
+/// The actor of a database that is open, without spawning one.
+std::optional<database_actor> existing(self_ptr self, const db_location& loc) {
+  auto i = self->state.dbs.find(loc.key);
+  if (i == self->state.dbs.end())
+    return std::nullopt;
   return i->second.handle;
 }
 
@@ -142,6 +151,36 @@ db_registry_actor::behavior_type db_registry(self_ptr self, settings s) {
       return self->delegate(route(self, loc), atm, init_kv);
     },
     [self](caf::get_atom, db_location& loc) { return route(self, loc); },
+    // -- the drive's lock traffic --
+    [self](lock_atom atm, db_location& loc, lock_request& req, lock_reply_sink_ptr& sink) {
+      self->send(route(self, loc), atm, std::move(req), std::move(sink));
+    },
+    [self](getlk_atom atm, db_location& loc, lock_request& req, lock_reply_sink_ptr& sink) {
+      if (auto db = existing(self, loc))
+        self->send(*db, atm, std::move(req), std::move(sink));
+      else
+        sink->reply_getlk(std::nullopt); // nobody holds a lock on a database nobody uses
+    },
+    [self](caf::flush_atom atm, db_location& loc, uint64_t owner, file_role file,
+           lock_reply_sink_ptr& sink) {
+      if (auto db = existing(self, loc))
+        self->send(*db, atm, owner, file, std::move(sink));
+      else
+        sink->reply(0);
+    },
+    [self](release_atom atm, db_location& loc, uint64_t fh) {
+      if (auto db = existing(self, loc))
+        self->send(*db, atm, fh);
+    },
+    [self](interrupt_atom atm, db_location& loc, uint64_t id) {
+      if (auto db = existing(self, loc))
+        self->send(*db, atm, id);
+    },
+    [self](locks_atom atm, db_location& loc) -> caf::result<std::string> {
+      if (auto db = existing(self, loc))
+        return self->delegate(*db, atm);
+      return std::string{"{\"open\":false,\"holders\":[],\"waiters\":[]}"};
+    },
     [self](stats_atom) { return all_stats(self); },
     [self](caf::tick_atom) {
       sweep(self);

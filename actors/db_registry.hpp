@@ -7,6 +7,9 @@
 #include <string>
 #include <unordered_map>
 
+#include <memory>
+
+#include "actors/wait_graph.hpp"
 #include "schema/interfaces.hpp"
 #include "schema/settings.hpp"
 
@@ -20,6 +23,7 @@ struct db_registry_state {
   };
   settings cfg;
   std::unordered_map<std::string, entry> dbs;
+  std::shared_ptr<wait_graph> graph = std::make_shared<wait_graph>();
   uint64_t spawned = 0;
   uint64_t died = 0;  ///< database actors that stopped abnormally
   static inline const char* name = "litedrive.db_registry";

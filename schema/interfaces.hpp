@@ -12,6 +12,7 @@
 #include <caf/typed_actor.hpp>
 #include <caf/typed_event_based_actor.hpp>
 
+#include "schema/lock_types.hpp"
 #include "schema/sql_types.hpp"
 
 // Messages that only ever travel inside the daemon's process carry these by value; they are not
@@ -20,6 +21,9 @@ CAF_ALLOW_UNSAFE_MESSAGE_TYPE(litedrive::sql_txn)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(litedrive::db_location)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(std::vector<litedrive::sql_txn>)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(std::vector<litedrive::txn_outcome>)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(litedrive::lock_request)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(litedrive::lock_reply_sink_ptr)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(litedrive::file_role)
 
 CAF_BEGIN_TYPE_ID_BLOCK(litedrive, caf::first_custom_type_id)
   CAF_ADD_ATOM(litedrive, litedrive, exec_atom, "exec")
@@ -27,6 +31,12 @@ CAF_BEGIN_TYPE_ID_BLOCK(litedrive, caf::first_custom_type_id)
   CAF_ADD_ATOM(litedrive, litedrive, create_atom, "create")
   CAF_ADD_ATOM(litedrive, litedrive, stats_atom, "stats")
   CAF_ADD_ATOM(litedrive, litedrive, idle_atom, "idle")
+  CAF_ADD_ATOM(litedrive, litedrive, lock_atom, "lock")
+  CAF_ADD_ATOM(litedrive, litedrive, getlk_atom, "getlk")
+  CAF_ADD_ATOM(litedrive, litedrive, release_atom, "release")
+  CAF_ADD_ATOM(litedrive, litedrive, interrupt_atom, "interrupt")
+  CAF_ADD_ATOM(litedrive, litedrive, deadlock_atom, "deadlock")
+  CAF_ADD_ATOM(litedrive, litedrive, locks_atom, "locks")
 CAF_END_TYPE_ID_BLOCK(litedrive)
 
 namespace litedrive {
@@ -55,13 +65,38 @@ using database_actor = sql_actor::extend<
   // in flight (and, with the drive, no lock is held), so it may be closed.
   caf::replies_to<idle_atom>::with<bool>,
   // Sent by the registry after it forgot this actor: finish what is queued, then stop.
-  caf::reacts_to<caf::close_atom>>;
+  caf::reacts_to<caf::close_atom>,
+  // -- the drive's byte-range locks (answers go to the sink, not to the sender) --
+  // F_SETLK / F_SETLKW: granted, failed, or answered later when it is this waiter's turn.
+  caf::reacts_to<lock_atom, lock_request, lock_reply_sink_ptr>,
+  // F_GETLK.
+  caf::reacts_to<getlk_atom, lock_request, lock_reply_sink_ptr>,
+  // FLUSH: the owner closed a descriptor of this file; the sink is acknowledged when done.
+  caf::reacts_to<caf::flush_atom, uint64_t, file_role, lock_reply_sink_ptr>,
+  // RELEASE: the last reference to a file handle is gone (OFD lock cleanup).
+  caf::reacts_to<release_atom, uint64_t>,
+  // A signal interrupted waiter N (EINTR), or the wait-for graph chose it as deadlock victim.
+  caf::reacts_to<interrupt_atom, uint64_t>,
+  caf::reacts_to<deadlock_atom, uint64_t>,
+  // Self-sent while lock requests wait: enforces the wait cap.
+  caf::reacts_to<caf::tick_atom>,
+  // Holders, waiters and counters as JSON (GET /api/v1/sqlite/locks).
+  caf::replies_to<locks_atom>::with<std::string>>;
 
 /// Maps a db_location to its database actor and forwards requests to it.
 using db_registry_actor = caf::typed_actor<
   caf::replies_to<exec_atom, db_location, sql_txn>::with<std::string>,
   caf::replies_to<query_atom, db_location, std::string>::with<std::string>,
   caf::replies_to<create_atom, db_location, bool>::with<std::string>,
+  // The drive's lock traffic, routed to the database's actor (spawned if needed for lock and
+  // getlk; the others go only to an actor that exists, or are acknowledged at once).
+  caf::reacts_to<lock_atom, db_location, lock_request, lock_reply_sink_ptr>,
+  caf::reacts_to<getlk_atom, db_location, lock_request, lock_reply_sink_ptr>,
+  caf::reacts_to<caf::flush_atom, db_location, uint64_t, file_role, lock_reply_sink_ptr>,
+  caf::reacts_to<release_atom, db_location, uint64_t>,
+  caf::reacts_to<interrupt_atom, db_location, uint64_t>,
+  // Lock holders and waiters of one database ({"open":false} if nobody uses it).
+  caf::replies_to<locks_atom, db_location>::with<std::string>,
   // The database actor serving this location (spawned if needed): for inspection and tests.
   caf::replies_to<caf::get_atom, db_location>::with<database_actor>,
   // Answers {"databases":[...]} with every open database's stats.

@@ -34,6 +34,12 @@ struct settings {
   std::string synchronous = "FULL";        ///< PRAGMA synchronous for litedrive's connections
   size_t group_commit_max = 256;           ///< transactions combined into one commit, at most
 
+  // -- the drive --
+  std::chrono::milliseconds lock_wait_max{30000};  ///< cap on waits litedrive adds to F_SETLK
+  bool mount_allow_other = true;   ///< other users (and containers) may use the mount
+  bool drive_writeback_cache = false;  ///< FUSE writeback cache (faster bulk writes)
+  std::chrono::milliseconds attr_timeout{1000};  ///< kernel attribute/entry cache time
+
   // -- actors -----------------------------------------------------------------
   bool detached_workers = true;            ///< SQLite work on its own thread (tests: false)
   std::chrono::milliseconds idle_close{std::chrono::minutes{5}};  ///< close idle databases

@@ -1,0 +1,212 @@
+// The database actor's byte-range locks: the handlers of lock traffic from the drive. The
+// decisions are the lock table's; this file delivers its replies, keeps the wait-for graph
+// current and runs the wait-cap timer.
+
+#include <caf/all.hpp>
+#include <spdlog/spdlog.h>
+
+#include "actors/database.hpp"
+#include "schema/json_out.hpp"
+
+namespace litedrive {
+
+namespace {
+
+constexpr auto tick_period = std::chrono::milliseconds{100};
+
+/// Sends every reply the table produced to its sink.
+void deliver(database_self self, std::vector<lock_reply>& replies) {
+  auto& st = self->state;
+  for (const auto& r : replies) {
+    auto i = st.waiting.find(r.id);
+    if (i == st.waiting.end())
+      continue;
+    auto sink = std::move(i->second);
+    st.waiting.erase(i);
+    st.arrival.erase(r.id);
+    sink->reply(r.err);
+  }
+  replies.clear();
+}
+
+/// Publishes the current waiters to the cross-database wait-for graph and breaks a deadlock
+/// if one exists: the victim gets EAGAIN (EDEADLK for F_SETLKW), wherever it waits.
+void check_deadlocks(database_self self) {
+  auto& st = self->state;
+  for (int round = 0; round < 16; ++round) {
+    std::vector<wait_graph::waiter_info> infos;
+    for (const auto& w : st.locks->waiters())
+      infos.push_back({w.req.id, w.req.owner, st.locks->blockers(w), st.locks->victim_rank(w),
+                       st.arrival[w.req.id]});
+    auto victim = st.graph->update(caf::actor_cast<caf::actor>(self), std::move(infos));
+    if (!victim)
+      return;
+    if (victim->table != caf::actor_cast<caf::actor>(self)) {
+      caf::anon_send(caf::actor_cast<database_actor>(victim->table), deadlock_atom_v,
+                     victim->waiter_id);
+      return;
+    }
+    spdlog::info("{}: deadlock; lock request {} is the victim", st.loc.name, victim->waiter_id);
+    std::vector<lock_reply> replies;
+    st.locks->abort_waiter(victim->waiter_id, replies);
+    deliver(self, replies);
+  }
+}
+
+void arm_tick(database_self self) {
+  auto& st = self->state;
+  if (st.tick_armed || st.locks->waiters().empty())
+    return;
+  st.tick_armed = true;
+  self->delayed_send(self, tick_period, caf::tick_atom_v);
+}
+
+/// After any change of the table: replies, deadlock check, timer.
+void settle(database_self self, std::vector<lock_reply>& replies) {
+  deliver(self, replies);
+  check_deadlocks(self);
+  arm_tick(self);
+}
+
+} // namespace
+
+void on_setlk(database_self self, const lock_request& req, lock_reply_sink_ptr sink) {
+  auto& st = self->state;
+  std::vector<lock_reply> replies;
+  auto now = std::chrono::steady_clock::now();
+  auto answer = st.locks->setlk(req, now, replies);
+  if (answer) {
+    sink->reply(*answer);
+  } else {
+    st.waiting.emplace(req.id, std::move(sink));
+    st.arrival[req.id] = ++st.lock_seq;
+  }
+  settle(self, replies);
+}
+
+void on_getlk(database_self self, const lock_request& req, const lock_reply_sink_ptr& sink) {
+  sink->reply_getlk(self->state.locks->getlk(req));
+}
+
+void on_flush(database_self self, uint64_t owner, file_role file, const lock_reply_sink_ptr& sink) {
+  std::vector<lock_reply> replies;
+  self->state.locks->release_owner(owner, file, replies);
+  settle(self, replies);
+  sink->reply(0);
+}
+
+void on_release(database_self self, uint64_t fh) {
+  std::vector<lock_reply> replies;
+  self->state.locks->release_handle(fh, replies);
+  settle(self, replies);
+}
+
+void on_interrupt(database_self self, uint64_t id) {
+  std::vector<lock_reply> replies;
+  self->state.locks->interrupt(id, replies);
+  settle(self, replies);
+}
+
+void on_deadlock(database_self self, uint64_t id) {
+  spdlog::info("{}: deadlock; lock request {} is the victim", self->state.loc.name, id);
+  std::vector<lock_reply> replies;
+  self->state.locks->abort_waiter(id, replies);
+  settle(self, replies);
+}
+
+void on_lock_tick(database_self self) {
+  auto& st = self->state;
+  st.tick_armed = false;
+  std::vector<lock_reply> replies;
+  st.locks->expire(std::chrono::steady_clock::now(), replies);
+  if (!replies.empty())
+    spdlog::warn("{}: {} lock request(s) waited longer than lock-wait-max ({} ms): EAGAIN",
+                 st.loc.name, replies.size(), st.locks->max_wait().count());
+  settle(self, replies);
+}
+
+void drop_all_waiters(database_self self) {
+  auto& st = self->state;
+  for (auto& [id, sink] : st.waiting)
+    sink->reply(EAGAIN);
+  st.waiting.clear();
+  if (st.graph)
+    st.graph->forget(caf::actor_cast<caf::actor>(self));
+}
+
+std::string locks_json(const database_state& st) {
+  using namespace std::chrono;
+  auto now = steady_clock::now();
+  auto range = [](std::string& out, uint64_t start, uint64_t end) {
+    out += "\"start\":";
+    json_out::integer(out, static_cast<int64_t>(start));
+    out += ",\"end\":";
+    if (end == to_eof)
+      out += "null";
+    else
+      json_out::integer(out, static_cast<int64_t>(end));
+  };
+  auto role = [](file_role f) { return f == file_role::shm ? "\"shm\"" : "\"main\""; };
+  auto kind = [](lock_kind k) { return k == lock_kind::write ? "\"write\"" : "\"read\""; };
+  std::string out = "{\"open\":true,\"name\":";
+  json_out::string(out, st.loc.name);
+  out += ",\"holders\":[";
+  bool first = true;
+  for (const auto& l : st.locks->locks()) {
+    out += first ? "{" : ",{";
+    first = false;
+    out += "\"pid\":";
+    json_out::integer(out, l.pid);
+    out += ",\"owner\":";
+    json_out::string(out, std::to_string(l.owner));
+    out += ",\"file\":";
+    out += role(l.file);
+    out += ",\"type\":";
+    out += kind(l.kind);
+    out += ',';
+    range(out, l.start, l.end);
+    out += ",\"held_ms\":";
+    json_out::real(out, duration<double, std::milli>(now - l.since).count());
+    out += '}';
+  }
+  out += "],\"waiters\":[";
+  first = true;
+  for (const auto& w : st.locks->waiters()) {
+    out += first ? "{" : ",{";
+    first = false;
+    out += "\"id\":";
+    json_out::integer(out, static_cast<int64_t>(w.req.id));
+    out += ",\"pid\":";
+    json_out::integer(out, w.req.pid);
+    out += ",\"owner\":";
+    json_out::string(out, std::to_string(w.req.owner));
+    out += ",\"file\":";
+    out += role(w.req.file);
+    out += ",\"type\":";
+    out += kind(w.req.kind);
+    out += ',';
+    range(out, w.req.start, w.req.end);
+    out += ",\"blocking\":";
+    out += w.req.sleep ? "true" : "false";
+    out += ",\"waited_ms\":";
+    json_out::real(out, duration<double, std::milli>(now - w.since).count());
+    out += '}';
+  }
+  const auto& c = st.locks->stats();
+  out += "],\"counters\":{\"grants\":";
+  json_out::integer(out, static_cast<int64_t>(c.grants));
+  out += ",\"waits\":";
+  json_out::integer(out, static_cast<int64_t>(c.waits));
+  out += ",\"fast_fails\":";
+  json_out::integer(out, static_cast<int64_t>(c.fast_fails));
+  out += ",\"deadlock_victims\":";
+  json_out::integer(out, static_cast<int64_t>(c.deadlocks));
+  out += ",\"timeouts\":";
+  json_out::integer(out, static_cast<int64_t>(c.timeouts));
+  out += ",\"interrupts\":";
+  json_out::integer(out, static_cast<int64_t>(c.interrupts));
+  out += "}}";
+  return out;
+}
+
+} // namespace litedrive

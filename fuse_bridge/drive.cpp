@@ -1,0 +1,1027 @@
+// The litedrive FUSE file system: a passthrough of the store, modelled on libfuse's
+// passthrough_ll/passthrough_hp (one do_<op> per kernel operation, filled into the ops table by
+// assign_operations(), errno saved right after each syscall, exactly one reply per request).
+//
+// Caching: entries and attributes are cached by the kernel for `attr_timeout`, negative entries
+// too, and file data stays in the page cache across opens (keep_cache) because nothing but this
+// daemon changes the store while it runs. Never direct_io (mmap of -shm needs the page cache);
+// a file opened O_DIRECT gets direct_io for that handle only.
+//
+// Credentials: the kernel checks permissions (default_permissions); operations that create an
+// inode run with the caller's fsuid/fsgid/groups so that files belong to the calling user.
+//
+// Locks: getlk/setlk/flush/release become messages to the database actor that owns the file (via
+// the registry). A lock request that must wait is answered later from the actor's thread: no
+// FUSE worker is held. Signals interrupt a waiter (EINTR) through fuse_req_interrupt_func.
+//
+// Index: 1. inodes and handles  2. credentials  3. lock routing  4. operations  5. mounting
+
+#include "fuse_bridge/drive.hpp"
+
+// 3.12: the loop configuration API (fuse_loop_cfg_*) that fuse_session_loop_mt takes.
+#define FUSE_USE_VERSION 312
+#include <fuse3/fuse_lowlevel.h>
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <sys/file.h>
+#include <sys/fsuid.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/syscall.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <climits>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <thread>
+#include <vector>
+
+#include <caf/all.hpp>
+#include <spdlog/spdlog.h>
+
+#include "schema/errc.hpp"
+
+namespace litedrive {
+
+namespace {
+
+// == 1. inodes and handles ========================================================================
+
+/// One backing inode the kernel knows (nlookup > 0). Its address is the FUSE node id.
+struct inode {
+  int fd = -1;  ///< O_PATH descriptor of the backing inode
+  dev_t dev = 0;
+  ino_t ino = 0;
+  uint64_t nlookup = 0;  ///< guarded by the table mutex
+  /// Where its locks go, fixed at the first lock request so that an inode never changes actor.
+  std::mutex route_mtx;
+  std::optional<db_location> route;
+  file_role role = file_role::main;
+  std::atomic<bool> locked{false};  ///< lock traffic happened: FLUSH/RELEASE must follow it
+};
+
+struct file_handle {
+  int fd = -1;
+  int flags = 0;
+  inode* node = nullptr;
+};
+
+struct dir_handle {
+  std::mutex mtx;
+  DIR* dp = nullptr;
+  struct dirent* entry = nullptr;
+  off_t offset = 0;
+};
+
+} // namespace
+
+struct drive::impl {
+  settings cfg;
+  db_registry_actor registry;
+  double timeout = 1.0;
+  inode root;
+  std::mutex table_mtx;  ///< guards `inodes` and every inode's nlookup
+  std::map<std::pair<dev_t, ino_t>, std::unique_ptr<inode>> inodes;
+  std::atomic<uint64_t> next_lock_id{1};
+  fuse_session* session = nullptr;
+  std::thread loop;
+  std::atomic<bool> mounted{false};
+};
+
+namespace {
+
+drive::impl& state(fuse_req_t req) {
+  return *static_cast<drive::impl*>(fuse_req_userdata(req));
+}
+
+inode& get_inode(fuse_req_t req, fuse_ino_t ino) {
+  if (ino == FUSE_ROOT_ID)
+    return state(req).root;
+  return *reinterpret_cast<inode*>(ino);
+}
+
+int inode_fd(fuse_req_t req, fuse_ino_t ino) {
+  return get_inode(req, ino).fd;
+}
+
+file_handle& get_handle(fuse_file_info* fi) {
+  return *reinterpret_cast<file_handle*>(fi->fh);
+}
+
+std::string proc_path(int fd) {
+  return "/proc/self/fd/" + std::to_string(fd);
+}
+
+/// Looks `name` up below `parent` and counts one kernel reference on its inode. ENOENT becomes a
+/// negative entry (ino 0), which the kernel caches for the entry timeout.
+int do_lookup(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_entry_param* e) {
+  auto& st = state(req);
+  std::memset(e, 0, sizeof(*e));
+  e->attr_timeout = st.timeout;
+  e->entry_timeout = st.timeout;
+  int fd = openat(inode_fd(req, parent), name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+  if (fd == -1)
+    return errno;
+  if (fstatat(fd, "", &e->attr, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) == -1) {
+    int err = errno;
+    close(fd);
+    return err;
+  }
+  std::lock_guard<std::mutex> guard{st.table_mtx};
+  auto key = std::make_pair(e->attr.st_dev, e->attr.st_ino);
+  auto i = st.inodes.find(key);
+  inode* node;
+  if (i != st.inodes.end()) {
+    node = i->second.get();
+    close(fd);
+  } else {
+    auto fresh = std::make_unique<inode>();
+    fresh->fd = fd;
+    fresh->dev = e->attr.st_dev;
+    fresh->ino = e->attr.st_ino;
+    node = fresh.get();
+    st.inodes.emplace(key, std::move(fresh));
+  }
+  node->nlookup++;
+  e->ino = reinterpret_cast<fuse_ino_t>(node);
+  return 0;
+}
+
+void forget_one(drive::impl& st, fuse_ino_t ino, uint64_t n) {
+  if (ino == FUSE_ROOT_ID)
+    return;
+  auto* node = reinterpret_cast<inode*>(ino);
+  std::lock_guard<std::mutex> guard{st.table_mtx};
+  node->nlookup = n >= node->nlookup ? 0 : node->nlookup - n;
+  if (node->nlookup == 0) {
+    close(node->fd);
+    st.inodes.erase(std::make_pair(node->dev, node->ino));
+  }
+}
+
+// == 2. credentials ===============================================================================
+
+/// While alive, file-system calls of this thread run as the request's caller: fsuid, fsgid and
+/// supplementary groups (all per thread: raw syscalls, not glibc's process-wide wrappers).
+class as_caller {
+public:
+  explicit as_caller(fuse_req_t req) {
+    const auto* ctx = fuse_req_ctx(req);
+    gid_t groups[64];
+    int n = fuse_req_getgroups(req, 64, groups);
+    if (n > 64)
+      n = 64;
+    if (n >= 0)
+      syscall(SYS_setgroups, static_cast<size_t>(n), groups);
+    syscall(SYS_setfsgid, ctx->gid);
+    syscall(SYS_setfsuid, ctx->uid);
+  }
+  ~as_caller() {
+    syscall(SYS_setfsuid, 0);
+    syscall(SYS_setfsgid, 0);
+    syscall(SYS_setgroups, size_t{0}, nullptr);
+  }
+  as_caller(const as_caller&) = delete;
+  as_caller& operator=(const as_caller&) = delete;
+};
+
+// == 3. lock routing ==============================================================================
+
+/// Answers the kernel for one lock request, exactly once, from whichever thread the actor
+/// answers on. Unanswered at destruction (the actor died): answers `fallback` so no process is
+/// left in fcntl() forever.
+class fuse_lock_sink final : public lock_reply_sink {
+public:
+  fuse_lock_sink(fuse_req_t req, int fallback) : req_(req), fallback_(fallback) {}
+
+  ~fuse_lock_sink() override {
+    if (!done_.exchange(true))
+      fuse_reply_err(req_, fallback_);
+  }
+
+  void reply(int err) override {
+    if (!done_.exchange(true))
+      fuse_reply_err(req_, err);
+  }
+
+  void reply_getlk(const getlk_answer& answer) override {
+    if (done_.exchange(true))
+      return;
+    struct flock fl {};
+    if (!answer) {
+      fl.l_type = F_UNLCK;
+    } else {
+      fl.l_type = answer->kind == lock_kind::write ? F_WRLCK : F_RDLCK;
+      fl.l_whence = SEEK_SET;
+      fl.l_start = static_cast<off_t>(answer->start);
+      fl.l_len = answer->end == to_eof ? 0 : static_cast<off_t>(answer->end - answer->start + 1);
+      fl.l_pid = static_cast<pid_t>(answer->pid);
+    }
+    fuse_reply_lock(req_, &fl);
+  }
+
+  // For the interrupt callback.
+  db_registry_actor registry;
+  db_location loc;
+  uint64_t id = 0;
+
+private:
+  fuse_req_t req_;
+  int fallback_;
+  std::atomic<bool> done_{false};
+};
+
+constexpr std::string_view shm_suffix = "-shm";
+
+/// Where a file's locks go: the database it belongs to (a -shm file belongs to its main file),
+/// found from the backing path the kernel keeps for our O_PATH descriptor. Fixed per inode.
+bool route_of(drive::impl& st, inode& node, db_location& loc, file_role& role) {
+  std::lock_guard<std::mutex> guard{node.route_mtx};
+  if (!node.route) {
+    char buf[PATH_MAX + 1];
+    auto n = readlink(proc_path(node.fd).c_str(), buf, PATH_MAX);
+    if (n <= 0)
+      return false;
+    std::string path{buf, static_cast<size_t>(n)};
+    static constexpr std::string_view deleted = " (deleted)";
+    if (path.size() > deleted.size() && path.compare(path.size() - deleted.size(), deleted.size(), deleted) == 0)
+      path.erase(path.size() - deleted.size());
+    if (path.compare(0, st.cfg.store.size() + 1, st.cfg.store + "/") != 0)
+      return false;
+    auto rel = path.substr(st.cfg.store.size() + 1);
+    node.role = file_role::main;
+    if (rel.size() > shm_suffix.size()
+        && rel.compare(rel.size() - shm_suffix.size(), shm_suffix.size(), shm_suffix) == 0) {
+      rel.erase(rel.size() - shm_suffix.size());
+      node.role = file_role::shm;
+    }
+    db_location l;
+    l.key = st.cfg.store + "/" + rel;
+    l.open_path = st.cfg.mount + "/" + rel;
+    l.name = rel;
+    l.in_store = true;
+    node.route = std::move(l);
+  }
+  loc = *node.route;
+  role = node.role;
+  return true;
+}
+
+/// The database header says WAL when its read and write versions (bytes 18, 19) are 2.
+bool header_says_wal(int fd) {
+  unsigned char v[2] = {0, 0};
+  return pread(fd, v, 2, 18) == 2 && v[0] == 2 && v[1] == 2;
+}
+
+bool hot_journal_exists(const db_location& loc) {
+  struct stat st;
+  return ::stat((loc.key + "-journal").c_str(), &st) == 0 && st.st_size > 0;
+}
+
+void on_interrupt(fuse_req_t, void* data) {
+  // Called by libfuse with the request's lock held: only send, never wait.
+  auto* sink = static_cast<fuse_lock_sink*>(data);
+  caf::anon_send(sink->registry, interrupt_atom_v, sink->loc, sink->id);
+}
+
+bool build_request(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi, const struct flock* fl,
+                   lock_request& out, db_location& loc) {
+  auto& st = state(req);
+  auto& node = get_inode(req, ino);
+  file_role role;
+  if (!route_of(st, node, loc, role))
+    return false;
+  auto& h = get_handle(fi);
+  out.id = st.next_lock_id++;
+  out.file = role;
+  out.owner = fi->lock_owner;
+  out.pid = static_cast<uint32_t>(fuse_req_ctx(req)->pid);
+  out.kind = fl->l_type == F_UNLCK ? lock_kind::unlock
+             : fl->l_type == F_WRLCK ? lock_kind::write
+                                     : lock_kind::read;
+  out.start = static_cast<uint64_t>(fl->l_start);
+  out.end = fl->l_len == 0 ? to_eof : static_cast<uint64_t>(fl->l_start + fl->l_len - 1);
+  out.writable = (h.flags & O_ACCMODE) != O_RDONLY;
+  out.fh = fi->fh;
+  out.wal = role == file_role::shm || header_says_wal(h.fd);
+  if (role == file_role::main && !out.wal && out.kind == lock_kind::write
+      && out.end >= sqlite_bytes::pending && out.start <= sqlite_bytes::shared_last)
+    out.hot_journal = hot_journal_exists(loc);
+  node.locked = true;
+  return true;
+}
+
+// == 4. operations, in the kernel's order =========================================================
+
+void do_init(void* userdata, fuse_conn_info* conn) {
+  auto& st = *static_cast<drive::impl*>(userdata);
+  if (conn->capable & FUSE_CAP_POSIX_LOCKS)
+    conn->want |= FUSE_CAP_POSIX_LOCKS;
+  conn->want &= ~FUSE_CAP_FLOCK_LOCKS; // flock() stays kernel-local, which is correct on one host
+  conn->want &= ~FUSE_CAP_AUTO_INVAL_DATA; // nobody else writes the store: keep the page cache
+  if (conn->capable & FUSE_CAP_ATOMIC_O_TRUNC)
+    conn->want |= FUSE_CAP_ATOMIC_O_TRUNC;
+  if (st.cfg.drive_writeback_cache && (conn->capable & FUSE_CAP_WRITEBACK_CACHE))
+    conn->want |= FUSE_CAP_WRITEBACK_CACHE;
+  else
+    conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
+}
+
+void do_lookup_op(fuse_req_t req, fuse_ino_t parent, const char* name) {
+  fuse_entry_param e;
+  int err = do_lookup(req, parent, name, &e);
+  if (err == ENOENT) {
+    std::memset(&e, 0, sizeof(e));
+    e.ino = 0; // negative entry, cached like a positive one
+    e.entry_timeout = state(req).timeout;
+    fuse_reply_entry(req, &e);
+  } else if (err) {
+    fuse_reply_err(req, err);
+  } else {
+    fuse_reply_entry(req, &e);
+  }
+}
+
+void do_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup) {
+  forget_one(state(req), ino, nlookup);
+  fuse_reply_none(req);
+}
+
+void do_forget_multi(fuse_req_t req, size_t count, fuse_forget_data* forgets) {
+  for (size_t i = 0; i < count; ++i)
+    forget_one(state(req), forgets[i].ino, forgets[i].nlookup);
+  fuse_reply_none(req);
+}
+
+void do_getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  struct stat buf;
+  int res = fi ? fstat(get_handle(fi).fd, &buf)
+               : fstatat(inode_fd(req, ino), "", &buf, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW);
+  if (res == -1)
+    return (void) fuse_reply_err(req, errno);
+  fuse_reply_attr(req, &buf, state(req).timeout);
+}
+
+void do_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int valid, fuse_file_info* fi) {
+  int ifd = inode_fd(req, ino);
+  auto procname = proc_path(ifd);
+  int res = 0;
+  if (valid & FUSE_SET_ATTR_MODE) {
+    res = fi ? fchmod(get_handle(fi).fd, attr->st_mode) : chmod(procname.c_str(), attr->st_mode);
+    if (res == -1)
+      return (void) fuse_reply_err(req, errno);
+  }
+  if (valid & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) {
+    uid_t uid = (valid & FUSE_SET_ATTR_UID) ? attr->st_uid : static_cast<uid_t>(-1);
+    gid_t gid = (valid & FUSE_SET_ATTR_GID) ? attr->st_gid : static_cast<gid_t>(-1);
+    res = fchownat(ifd, "", uid, gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW);
+    if (res == -1)
+      return (void) fuse_reply_err(req, errno);
+  }
+  if (valid & FUSE_SET_ATTR_SIZE) {
+    res = fi ? ftruncate(get_handle(fi).fd, attr->st_size)
+             : truncate(procname.c_str(), attr->st_size);
+    if (res == -1)
+      return (void) fuse_reply_err(req, errno);
+  }
+  if (valid & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME)) {
+    struct timespec tv[2];
+    tv[0].tv_sec = tv[1].tv_sec = 0;
+    tv[0].tv_nsec = tv[1].tv_nsec = UTIME_OMIT;
+    if (valid & FUSE_SET_ATTR_ATIME_NOW)
+      tv[0].tv_nsec = UTIME_NOW;
+    else if (valid & FUSE_SET_ATTR_ATIME)
+      tv[0] = attr->st_atim;
+    if (valid & FUSE_SET_ATTR_MTIME_NOW)
+      tv[1].tv_nsec = UTIME_NOW;
+    else if (valid & FUSE_SET_ATTR_MTIME)
+      tv[1] = attr->st_mtim;
+    res = fi ? futimens(get_handle(fi).fd, tv) : utimensat(AT_FDCWD, procname.c_str(), tv, 0);
+    if (res == -1)
+      return (void) fuse_reply_err(req, errno);
+  }
+  do_getattr(req, ino, fi);
+}
+
+void do_readlink(fuse_req_t req, fuse_ino_t ino) {
+  char buf[PATH_MAX + 1];
+  auto n = readlinkat(inode_fd(req, ino), "", buf, sizeof(buf));
+  if (n == -1)
+    return (void) fuse_reply_err(req, errno);
+  if (n == static_cast<ssize_t>(sizeof(buf)))
+    return (void) fuse_reply_err(req, ENAMETOOLONG);
+  buf[n] = '\0';
+  fuse_reply_readlink(req, buf);
+}
+
+/// mknod, mkdir and symlink: create as the caller, then look the new inode up.
+void make_node(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, dev_t rdev,
+               const char* link) {
+  int dirfd = inode_fd(req, parent);
+  int res;
+  int err = 0;
+  {
+    as_caller who{req};
+    if (S_ISDIR(mode))
+      res = mkdirat(dirfd, name, mode & ~S_IFMT);
+    else if (S_ISLNK(mode))
+      res = symlinkat(link, dirfd, name);
+    else
+      res = mknodat(dirfd, name, mode, rdev);
+    if (res == -1)
+      err = errno;
+  }
+  if (err)
+    return (void) fuse_reply_err(req, err);
+  fuse_entry_param e;
+  err = do_lookup(req, parent, name, &e);
+  if (err)
+    return (void) fuse_reply_err(req, err);
+  fuse_reply_entry(req, &e);
+}
+
+void do_mknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, dev_t rdev) {
+  make_node(req, parent, name, mode, rdev, nullptr);
+}
+
+void do_mkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode) {
+  make_node(req, parent, name, S_IFDIR | mode, 0, nullptr);
+}
+
+void do_unlink(fuse_req_t req, fuse_ino_t parent, const char* name) {
+  int res = unlinkat(inode_fd(req, parent), name, 0);
+  fuse_reply_err(req, res == -1 ? errno : 0);
+}
+
+void do_rmdir(fuse_req_t req, fuse_ino_t parent, const char* name) {
+  int res = unlinkat(inode_fd(req, parent), name, AT_REMOVEDIR);
+  fuse_reply_err(req, res == -1 ? errno : 0);
+}
+
+void do_symlink(fuse_req_t req, const char* link, fuse_ino_t parent, const char* name) {
+  make_node(req, parent, name, S_IFLNK, 0, link);
+}
+
+void do_rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t newparent,
+               const char* newname, unsigned int flags) {
+  // RENAME_NOREPLACE, RENAME_EXCHANGE and RENAME_WHITEOUT pass straight through.
+  long res = syscall(SYS_renameat2, inode_fd(req, parent), name, inode_fd(req, newparent),
+                     newname, flags);
+  fuse_reply_err(req, res == -1 ? errno : 0);
+}
+
+void do_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char* newname) {
+  auto& st = state(req);
+  auto& node = get_inode(req, ino);
+  int err = 0;
+  {
+    as_caller who{req};
+    if (linkat(node.fd, "", inode_fd(req, newparent), newname, AT_EMPTY_PATH) == -1)
+      err = errno;
+  }
+  if (err == ENOENT || err == EPERM || err == EACCES) {
+    // AT_EMPTY_PATH needs CAP_DAC_READ_SEARCH, which a non-root fsuid drops: retry through
+    // /proc as root (the kernel already checked the caller's permissions).
+    err = 0;
+    if (linkat(AT_FDCWD, proc_path(node.fd).c_str(), inode_fd(req, newparent), newname,
+               AT_SYMLINK_FOLLOW)
+        == -1)
+      err = errno;
+  }
+  if (err)
+    return (void) fuse_reply_err(req, err);
+  fuse_entry_param e;
+  std::memset(&e, 0, sizeof(e));
+  e.attr_timeout = st.timeout;
+  e.entry_timeout = st.timeout;
+  if (fstatat(node.fd, "", &e.attr, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) == -1)
+    return (void) fuse_reply_err(req, errno);
+  {
+    std::lock_guard<std::mutex> guard{st.table_mtx};
+    node.nlookup++;
+  }
+  e.ino = reinterpret_cast<fuse_ino_t>(&node);
+  fuse_reply_entry(req, &e);
+}
+
+/// Flags of our backing descriptor for an open or create: no O_NOFOLLOW (we open through
+/// /proc), no O_DIRECT (alignment is the caller's business with its own buffers, not ours: the
+/// handle gets direct_io instead, so the page cache is bypassed as the caller asked).
+int backing_flags(int flags) {
+  return (flags & ~(O_NOFOLLOW | O_DIRECT | O_CREAT | O_EXCL | O_NOCTTY)) | O_CLOEXEC;
+}
+
+void fill_open_reply(drive::impl& st, fuse_file_info* fi, int fd, inode* node) {
+  auto* h = new file_handle{fd, fi->flags, node};
+  fi->fh = reinterpret_cast<uint64_t>(h);
+  if (fi->flags & O_DIRECT)
+    fi->direct_io = 1;
+  else
+    fi->keep_cache = 1;
+  (void) st;
+}
+
+void do_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  auto& st = state(req);
+  int flags = backing_flags(fi->flags);
+  if (st.cfg.drive_writeback_cache && (flags & O_ACCMODE) == O_WRONLY)
+    flags = (flags & ~O_ACCMODE) | O_RDWR; // the kernel may read to fill partial pages
+  int fd = open(proc_path(inode_fd(req, ino)).c_str(), flags);
+  if (fd == -1)
+    return (void) fuse_reply_err(req, errno);
+  fill_open_reply(st, fi, fd, &get_inode(req, ino));
+  fuse_reply_open(req, fi);
+}
+
+void do_read(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info* fi) {
+  fuse_bufvec buf = FUSE_BUFVEC_INIT(size);
+  buf.buf[0].flags = static_cast<fuse_buf_flags>(FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK);
+  buf.buf[0].fd = get_handle(fi).fd;
+  buf.buf[0].pos = off;
+  fuse_reply_data(req, &buf, FUSE_BUF_SPLICE_MOVE);
+}
+
+void do_write_buf(fuse_req_t req, fuse_ino_t, fuse_bufvec* in_buf, off_t off, fuse_file_info* fi) {
+  fuse_bufvec out = FUSE_BUFVEC_INIT(fuse_buf_size(in_buf));
+  out.buf[0].flags = static_cast<fuse_buf_flags>(FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK);
+  out.buf[0].fd = get_handle(fi).fd;
+  out.buf[0].pos = off;
+  ssize_t res = fuse_buf_copy(&out, in_buf, static_cast<fuse_buf_copy_flags>(0));
+  if (res < 0)
+    fuse_reply_err(req, static_cast<int>(-res));
+  else
+    fuse_reply_write(req, static_cast<size_t>(res));
+}
+
+void do_flush(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  auto& h = get_handle(fi);
+  // close() of a dup reports delayed write errors of the backing file system, like close would.
+  int res = close(dup(h.fd));
+  int err = res == -1 ? errno : 0;
+  auto& node = get_inode(req, ino);
+  if (!node.locked)
+    return (void) fuse_reply_err(req, err);
+  // POSIX: any close by a process drops all its locks on the file. Answer when they are gone.
+  db_location loc;
+  file_role role;
+  if (!route_of(state(req), node, loc, role))
+    return (void) fuse_reply_err(req, err);
+  auto sink = std::make_shared<fuse_lock_sink>(req, 0);
+  caf::anon_send(state(req).registry, caf::flush_atom_v, std::move(loc),
+                 static_cast<uint64_t>(fi->lock_owner), role, lock_reply_sink_ptr{sink});
+}
+
+void do_release(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  auto* h = &get_handle(fi);
+  auto& node = get_inode(req, ino);
+  if (node.locked) {
+    db_location loc;
+    file_role role;
+    if (route_of(state(req), node, loc, role))
+      caf::anon_send(state(req).registry, release_atom_v, std::move(loc),
+                     static_cast<uint64_t>(fi->fh));
+  }
+  close(h->fd);
+  delete h;
+  fuse_reply_err(req, 0);
+}
+
+void do_fsync(fuse_req_t req, fuse_ino_t, int datasync, fuse_file_info* fi) {
+  int fd = get_handle(fi).fd;
+  int res = datasync ? fdatasync(fd) : fsync(fd);
+  fuse_reply_err(req, res == -1 ? errno : 0);
+}
+
+void do_opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  int fd = openat(inode_fd(req, ino), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd == -1)
+    return (void) fuse_reply_err(req, errno);
+  auto* d = new dir_handle;
+  d->dp = fdopendir(fd);
+  if (d->dp == nullptr) {
+    int err = errno;
+    close(fd);
+    delete d;
+    return (void) fuse_reply_err(req, err);
+  }
+  fi->fh = reinterpret_cast<uint64_t>(d);
+  fuse_reply_open(req, fi);
+}
+
+bool is_dot_or_dotdot(const char* name) {
+  return name[0] == '.' && (name[1] == '\0' || (name[1] == '.' && name[2] == '\0'));
+}
+
+void read_dir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset, fuse_file_info* fi,
+              bool plus) {
+  auto* d = reinterpret_cast<dir_handle*>(fi->fh);
+  std::lock_guard<std::mutex> guard{d->mtx};
+  std::vector<char> buf(size);
+  char* p = buf.data();
+  size_t rem = size;
+  int err = 0;
+  if (offset != d->offset) {
+    seekdir(d->dp, offset);
+    d->entry = nullptr;
+    d->offset = offset;
+  }
+  for (;;) {
+    if (d->entry == nullptr) {
+      errno = 0;
+      d->entry = readdir(d->dp);
+      if (d->entry == nullptr) {
+        err = errno;
+        break;
+      }
+    }
+    off_t next = d->entry->d_off;
+    const char* name = d->entry->d_name;
+    size_t used;
+    fuse_ino_t counted = 0;
+    if (plus) {
+      fuse_entry_param e;
+      if (is_dot_or_dotdot(name)) {
+        std::memset(&e, 0, sizeof(e));
+        e.attr.st_ino = d->entry->d_ino;
+        e.attr.st_mode = static_cast<mode_t>(d->entry->d_type) << 12;
+      } else {
+        err = do_lookup(req, ino, name, &e);
+        if (err == ENOENT) { // vanished between readdir and lookup
+          err = 0;
+          d->entry = nullptr;
+          d->offset = next;
+          continue;
+        }
+        if (err)
+          break;
+        counted = e.ino;
+      }
+      used = fuse_add_direntry_plus(req, p, rem, name, &e, next);
+    } else {
+      struct stat st {};
+      st.st_ino = d->entry->d_ino;
+      st.st_mode = static_cast<mode_t>(d->entry->d_type) << 12;
+      used = fuse_add_direntry(req, p, rem, name, &st, next);
+    }
+    if (used > rem) {
+      if (counted != 0)
+        forget_one(state(req), counted, 1);
+      break;
+    }
+    p += used;
+    rem -= used;
+    d->entry = nullptr;
+    d->offset = next;
+  }
+  // An error after some entries were stored cannot be reported without breaking the lookup
+  // counts of those entries: answer what we have.
+  if (err && rem == size)
+    fuse_reply_err(req, err);
+  else
+    fuse_reply_buf(req, buf.data(), size - rem);
+}
+
+void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
+  read_dir(req, ino, size, off, fi, false);
+}
+
+void do_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
+  read_dir(req, ino, size, off, fi, true);
+}
+
+void do_releasedir(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
+  auto* d = reinterpret_cast<dir_handle*>(fi->fh);
+  closedir(d->dp);
+  delete d;
+  fuse_reply_err(req, 0);
+}
+
+void do_fsyncdir(fuse_req_t req, fuse_ino_t, int datasync, fuse_file_info* fi) {
+  int fd = dirfd(reinterpret_cast<dir_handle*>(fi->fh)->dp);
+  int res = datasync ? fdatasync(fd) : fsync(fd);
+  fuse_reply_err(req, res == -1 ? errno : 0);
+}
+
+void do_statfs(fuse_req_t req, fuse_ino_t ino) {
+  struct statvfs buf;
+  if (fstatvfs(inode_fd(req, ino), &buf) == -1)
+    return (void) fuse_reply_err(req, errno);
+  fuse_reply_statfs(req, &buf);
+}
+
+void do_setxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* value, size_t size,
+                 int flags) {
+  int res = setxattr(proc_path(inode_fd(req, ino)).c_str(), name, value, size, flags);
+  fuse_reply_err(req, res == -1 ? errno : 0);
+}
+
+void do_getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
+  auto path = proc_path(inode_fd(req, ino));
+  if (size == 0) {
+    auto n = getxattr(path.c_str(), name, nullptr, 0);
+    if (n == -1)
+      return (void) fuse_reply_err(req, errno);
+    return (void) fuse_reply_xattr(req, static_cast<size_t>(n));
+  }
+  std::vector<char> buf(size);
+  auto n = getxattr(path.c_str(), name, buf.data(), size);
+  if (n == -1)
+    return (void) fuse_reply_err(req, errno);
+  fuse_reply_buf(req, buf.data(), static_cast<size_t>(n));
+}
+
+void do_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
+  auto path = proc_path(inode_fd(req, ino));
+  if (size == 0) {
+    auto n = listxattr(path.c_str(), nullptr, 0);
+    if (n == -1)
+      return (void) fuse_reply_err(req, errno);
+    return (void) fuse_reply_xattr(req, static_cast<size_t>(n));
+  }
+  std::vector<char> buf(size);
+  auto n = listxattr(path.c_str(), buf.data(), size);
+  if (n == -1)
+    return (void) fuse_reply_err(req, errno);
+  fuse_reply_buf(req, buf.data(), static_cast<size_t>(n));
+}
+
+void do_removexattr(fuse_req_t req, fuse_ino_t ino, const char* name) {
+  int res = removexattr(proc_path(inode_fd(req, ino)).c_str(), name);
+  fuse_reply_err(req, res == -1 ? errno : 0);
+}
+
+void do_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
+               fuse_file_info* fi) {
+  auto& st = state(req);
+  int flags = backing_flags(fi->flags) | O_CREAT;
+  if (fi->flags & O_EXCL)
+    flags |= O_EXCL;
+  if (st.cfg.drive_writeback_cache && (flags & O_ACCMODE) == O_WRONLY)
+    flags = (flags & ~O_ACCMODE) | O_RDWR;
+  int fd;
+  int err = 0;
+  {
+    as_caller who{req};
+    fd = openat(inode_fd(req, parent), name, flags | O_NOFOLLOW, mode);
+    if (fd == -1)
+      err = errno;
+  }
+  if (err)
+    return (void) fuse_reply_err(req, err);
+  fuse_entry_param e;
+  err = do_lookup(req, parent, name, &e);
+  if (err) {
+    close(fd);
+    return (void) fuse_reply_err(req, err);
+  }
+  fill_open_reply(st, fi, fd, reinterpret_cast<inode*>(e.ino));
+  fuse_reply_create(req, &e, fi);
+}
+
+void do_getlk(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi, struct flock* fl) {
+  lock_request r;
+  db_location loc;
+  if (!build_request(req, ino, fi, fl, r, loc))
+    return (void) fuse_reply_err(req, ENOLCK);
+  auto sink = std::make_shared<fuse_lock_sink>(req, ENOLCK);
+  caf::anon_send(state(req).registry, getlk_atom_v, std::move(loc), r, lock_reply_sink_ptr{sink});
+}
+
+void do_setlk(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi, struct flock* fl, int sleep) {
+  auto& st = state(req);
+  lock_request r;
+  db_location loc;
+  if (!build_request(req, ino, fi, fl, r, loc))
+    return (void) fuse_reply_err(req, ENOLCK);
+  r.sleep = sleep != 0;
+  auto sink = std::make_shared<fuse_lock_sink>(req, EAGAIN);
+  sink->registry = st.registry;
+  sink->loc = loc;
+  sink->id = r.id;
+  // Register before sending; libfuse calls the function at once if a signal already came, and
+  // the waiter is identified by id, so a late interrupt after the grant is harmless.
+  fuse_req_interrupt_func(req, on_interrupt, sink.get());
+  if (fuse_req_interrupted(req))
+    return sink->reply(EINTR);
+  caf::anon_send(st.registry, lock_atom_v, std::move(loc), r, lock_reply_sink_ptr{sink});
+}
+
+void do_fallocate(fuse_req_t req, fuse_ino_t, int mode, off_t offset, off_t length,
+                  fuse_file_info* fi) {
+  int res = fallocate(get_handle(fi).fd, mode, offset, length);
+  fuse_reply_err(req, res == -1 ? errno : 0);
+}
+
+void do_copy_file_range(fuse_req_t req, fuse_ino_t, off_t off_in, fuse_file_info* fi_in,
+                        fuse_ino_t, off_t off_out, fuse_file_info* fi_out, size_t len, int flags) {
+  auto res = copy_file_range(get_handle(fi_in).fd, &off_in, get_handle(fi_out).fd, &off_out, len,
+                             static_cast<unsigned>(flags));
+  if (res < 0)
+    return (void) fuse_reply_err(req, errno);
+  fuse_reply_write(req, static_cast<size_t>(res));
+}
+
+void do_lseek(fuse_req_t req, fuse_ino_t, off_t off, int whence, fuse_file_info* fi) {
+  auto res = lseek(get_handle(fi).fd, off, whence);
+  if (res == -1)
+    return (void) fuse_reply_err(req, errno);
+  fuse_reply_lseek(req, res);
+}
+
+fuse_lowlevel_ops assign_operations() {
+  fuse_lowlevel_ops ops;
+  std::memset(&ops, 0, sizeof(ops));
+  ops.init = do_init;
+  ops.lookup = do_lookup_op;
+  ops.forget = do_forget;
+  ops.forget_multi = do_forget_multi;
+  ops.getattr = do_getattr;
+  ops.setattr = do_setattr;
+  ops.readlink = do_readlink;
+  ops.mknod = do_mknod;
+  ops.mkdir = do_mkdir;
+  ops.unlink = do_unlink;
+  ops.rmdir = do_rmdir;
+  ops.symlink = do_symlink;
+  ops.rename = do_rename;
+  ops.link = do_link;
+  ops.open = do_open;
+  ops.read = do_read;
+  ops.write_buf = do_write_buf;
+  ops.flush = do_flush;
+  ops.release = do_release;
+  ops.fsync = do_fsync;
+  ops.opendir = do_opendir;
+  ops.readdir = do_readdir;
+  ops.readdirplus = do_readdirplus;
+  ops.releasedir = do_releasedir;
+  ops.fsyncdir = do_fsyncdir;
+  ops.statfs = do_statfs;
+  ops.setxattr = do_setxattr;
+  ops.getxattr = do_getxattr;
+  ops.listxattr = do_listxattr;
+  ops.removexattr = do_removexattr;
+  ops.create = do_create;
+  ops.getlk = do_getlk;
+  ops.setlk = do_setlk;
+  ops.fallocate = do_fallocate;
+  ops.copy_file_range = do_copy_file_range;
+  ops.lseek = do_lseek;
+  return ops;
+}
+
+// == 5. mounting ==================================================================================
+
+caf::error fail(std::string why) {
+  return make_error(errc::unavailable, std::move(why));
+}
+
+/// The kernel (>= 6.14) aborts the WHOLE connection when a request takes longer than its FUSE
+/// request timeout; a lock wait longer than that would take every user of the drive down.
+caf::error check_kernel_timeouts(const settings& s) {
+  for (auto name : {"default_request_timeout", "max_request_timeout"}) {
+    std::ifstream in{std::string{"/proc/sys/fs/fuse/"} + name};
+    long seconds = 0;
+    if (in >> seconds && seconds > 0
+        && s.lock_wait_max >= std::chrono::seconds{seconds})
+      return fail("the kernel's fs.fuse." + std::string{name} + " is " + std::to_string(seconds)
+                  + " s, and a lock wait that long would abort the whole drive: set "
+                    "--lock-wait-max-ms below "
+                  + std::to_string(seconds * 1000) + " or raise/clear the sysctl");
+  }
+  return caf::none;
+}
+
+/// A mount point left behind by a crash answers ENOTCONN: detach it. A live litedrive mount
+/// there is another daemon's: refuse.
+caf::error prepare_mount_point(const std::string& mnt) {
+  struct stat st;
+  if (::stat(mnt.c_str(), &st) == -1) {
+    if (errno == ENOTCONN || errno == ECONNABORTED) {
+      spdlog::warn("{} is a stale FUSE mount (a crashed daemon?): detaching it", mnt);
+      if (umount2(mnt.c_str(), MNT_DETACH) == -1)
+        return fail("cannot detach the stale mount at " + mnt + ": " + strerror(errno));
+    } else if (errno == ENOENT) {
+      std::string path;
+      for (size_t pos = mnt.find('/', 1); pos != std::string::npos; pos = mnt.find('/', pos + 1))
+        ::mkdir(mnt.substr(0, pos).c_str(), 0755);
+      if (::mkdir(mnt.c_str(), 0755) == -1 && errno != EEXIST)
+        return fail("cannot create the mount point " + mnt + ": " + strerror(errno));
+    } else {
+      return fail("cannot use the mount point " + mnt + ": " + strerror(errno));
+    }
+  }
+  std::ifstream mounts{"/proc/self/mounts"};
+  std::string src, target, type, rest;
+  while (mounts >> src >> target >> type && std::getline(mounts, rest)) {
+    if (target == mnt && type.rfind("fuse", 0) == 0 && type.find("litedrive") != std::string::npos)
+      return fail(mnt + " is already a live litedrive mount: is another litedrive running?");
+  }
+  if (::stat(mnt.c_str(), &st) == -1 || !S_ISDIR(st.st_mode))
+    return fail("the mount point " + mnt + " is not a directory");
+  return caf::none;
+}
+
+caf::error check_allow_other(const settings& s) {
+  if (!s.mount_allow_other || geteuid() == 0)
+    return caf::none;
+  std::ifstream conf{"/etc/fuse.conf"};
+  std::string line;
+  while (std::getline(conf, line))
+    if (line.rfind("user_allow_other", 0) == 0)
+      return caf::none;
+  return fail("mount-allow-other needs 'user_allow_other' in /etc/fuse.conf when litedrive does "
+              "not run as root (or start it with --mount-allow-other=false)");
+}
+
+} // namespace
+
+drive::drive(std::unique_ptr<impl> p) : impl_(std::move(p)) {
+}
+
+drive::~drive() {
+  unmount();
+}
+
+caf::expected<std::unique_ptr<drive>> drive::mount(const settings& s, db_registry_actor registry) {
+  if (access("/dev/fuse", R_OK | W_OK) != 0)
+    return fail("/dev/fuse is missing or not accessible (" + std::string{strerror(errno)}
+                + "): load the fuse module (modprobe fuse) or pass --device /dev/fuse to the "
+                  "container");
+  if (s.mount == s.store || s.mount.rfind(s.store + "/", 0) == 0
+      || s.store.rfind(s.mount + "/", 0) == 0)
+    return fail("the mount point and the store must not contain each other");
+  if (auto err = check_kernel_timeouts(s))
+    return err;
+  if (auto err = check_allow_other(s))
+    return err;
+  if (auto err = prepare_mount_point(s.mount))
+    return err;
+  auto p = std::make_unique<impl>();
+  p->cfg = s;
+  p->registry = std::move(registry);
+  p->timeout = std::chrono::duration<double>(s.attr_timeout).count();
+  p->root.fd = open(s.store.c_str(), O_PATH | O_CLOEXEC);
+  if (p->root.fd == -1)
+    return fail("cannot open the store " + s.store + ": " + strerror(errno));
+  // Modes arrive already masked by the caller's umask; ours must not mask them again.
+  umask(0);
+  std::string opts = "fsname=litedrive,subtype=litedrive,default_permissions";
+  if (s.mount_allow_other)
+    opts += ",allow_other";
+  const char* argv[] = {"litedrive", "-o", opts.c_str()};
+  fuse_args args = FUSE_ARGS_INIT(3, const_cast<char**>(argv));
+  static const fuse_lowlevel_ops ops = assign_operations();
+  p->session = fuse_session_new(&args, &ops, sizeof(ops), p.get());
+  if (p->session == nullptr) {
+    close(p->root.fd);
+    return fail("cannot create the FUSE session (see the messages above)");
+  }
+  if (fuse_session_mount(p->session, s.mount.c_str()) != 0) {
+    fuse_session_destroy(p->session);
+    close(p->root.fd);
+    return fail("cannot mount the drive at " + s.mount);
+  }
+  p->mounted = true;
+  auto* raw = p.get();
+  p->loop = std::thread([raw] {
+    auto* cfg = fuse_loop_cfg_create();
+    fuse_loop_cfg_set_clone_fd(cfg, 0);
+    // Lock waits hold no worker, so libfuse's default pool (10) is plenty; keeping idle
+    // workers around (libfuse's default) avoids a thread start per request burst.
+    fuse_loop_cfg_set_max_threads(cfg, 16);
+    int rc = fuse_session_loop_mt(raw->session, cfg);
+    fuse_loop_cfg_destroy(cfg);
+    if (rc != 0 && raw->mounted)
+      spdlog::error("the FUSE loop ended with {}", rc);
+  });
+  spdlog::info("drive mounted at {} (store {})", s.mount, s.store);
+  return std::unique_ptr<drive>(new drive(std::move(p)));
+}
+
+void drive::unmount() {
+  if (!impl_ || !impl_->mounted.exchange(false))
+    return;
+  fuse_session_exit(impl_->session);
+  // Unmounting makes the loop's blocking reads fail, so its threads end.
+  fuse_session_unmount(impl_->session);
+  if (impl_->loop.joinable())
+    impl_->loop.join();
+  fuse_session_destroy(impl_->session);
+  for (auto& [key, node] : impl_->inodes)
+    close(node->fd);
+  impl_->inodes.clear();
+  close(impl_->root.fd);
+  spdlog::info("drive unmounted from {}", impl_->cfg.mount);
+}
+
+} // namespace litedrive
