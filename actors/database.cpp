@@ -144,9 +144,9 @@ database_actor::behavior_type database(self_ptr self, db_location loc, settings 
     self->send_exit(self->state.worker, msg.reason);
     self->quit(msg.reason);
   });
-  self->attach_functor([self, worker = st.worker]() mutable {
-    // No process may be left hanging in fcntl() because this actor went away.
-    drop_all_waiters(self);
+  st.self_id = self->id();
+  // Runs after the state is destroyed: touch nothing but what the functor holds.
+  self->attach_functor([worker = st.worker]() mutable {
     caf::anon_send_exit(worker, caf::exit_reason::user_shutdown);
   });
   spdlog::debug("database actor up for {}", loc.key);

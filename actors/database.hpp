@@ -47,6 +47,14 @@ struct database_state {
   uint64_t lock_seq = 0;      ///< arrival counter (deadlock victims: youngest first)
   std::unordered_map<uint64_t, uint64_t> arrival;  ///< waiter id -> lock_seq
   bool tick_armed = false;
+  caf::actor_id self_id = 0;
+
+  /// Runs when the actor is gone: every queued lock request's sink answers EAGAIN as it is
+  /// destroyed (no process stays in fcntl()), and the wait-for graph forgets this table.
+  ~database_state() {
+    if (graph)
+      graph->forget(self_id);
+  }
   static inline const char* name = "litedrive.database";
 };
 
@@ -66,7 +74,5 @@ void on_interrupt(database_self self, uint64_t id);
 void on_deadlock(database_self self, uint64_t id);
 void on_lock_tick(database_self self);
 std::string locks_json(const database_state& st);
-/// Answers every waiter (EAGAIN) and leaves the wait-for graph: the actor is going away.
-void drop_all_waiters(database_self self);
 
 } // namespace litedrive

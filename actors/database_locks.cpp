@@ -125,15 +125,6 @@ void on_lock_tick(database_self self) {
   settle(self, replies);
 }
 
-void drop_all_waiters(database_self self) {
-  auto& st = self->state;
-  for (auto& [id, sink] : st.waiting)
-    sink->reply(EAGAIN);
-  st.waiting.clear();
-  if (st.graph)
-    st.graph->forget(caf::actor_cast<caf::actor>(self));
-}
-
 std::string locks_json(const database_state& st) {
   using namespace std::chrono;
   auto now = steady_clock::now();

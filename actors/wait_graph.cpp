@@ -27,9 +27,9 @@ std::optional<wait_graph::victim> wait_graph::update(const caf::actor& table,
   return std::nullopt;
 }
 
-void wait_graph::forget(const caf::actor& table) {
+void wait_graph::forget(caf::actor_id table) {
   std::lock_guard<std::mutex> guard{mtx_};
-  by_table_.erase(table.id());
+  by_table_.erase(table);
 }
 
 std::optional<wait_graph::victim> wait_graph::find_cycle(uint64_t start) const {

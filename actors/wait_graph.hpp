@@ -36,7 +36,7 @@ public:
   std::optional<victim> update(const caf::actor& table, std::vector<waiter_info> waiting);
 
   /// Forgets a table (its actor stopped).
-  void forget(const caf::actor& table);
+  void forget(caf::actor_id table);
 
 private:
   struct entry {

@@ -42,6 +42,7 @@
 #include <map>
 #include <mutex>
 #include <optional>
+#include <shared_mutex>
 #include <thread>
 #include <vector>
 
@@ -75,6 +76,14 @@ struct file_handle {
   inode* node = nullptr;
 };
 
+/// Replies to the kernel may come from actor threads at any time, even after the daemon began
+/// to unmount; they must never touch a destroyed session. Replies hold the gate shared; the
+/// unmount closes it exclusively before fuse_session_destroy().
+struct reply_gate {
+  std::shared_mutex mtx;
+  bool open = true;
+};
+
 struct dir_handle {
   std::mutex mtx;
   DIR* dp = nullptr;
@@ -93,6 +102,7 @@ struct drive::impl {
   std::map<std::pair<dev_t, ino_t>, std::unique_ptr<inode>> inodes;
   std::atomic<uint64_t> next_lock_id{1};
   fuse_session* session = nullptr;
+  std::shared_ptr<reply_gate> gate = std::make_shared<reply_gate>();
   std::thread loop;
   std::atomic<bool> mounted{false};
 };
@@ -201,20 +211,26 @@ public:
 /// left in fcntl() forever.
 class fuse_lock_sink final : public lock_reply_sink {
 public:
-  fuse_lock_sink(fuse_req_t req, int fallback) : req_(req), fallback_(fallback) {}
+  fuse_lock_sink(fuse_req_t req, int fallback)
+    : req_(req), fallback_(fallback), gate_(state(req).gate) {}
 
   ~fuse_lock_sink() override {
-    if (!done_.exchange(true))
-      fuse_reply_err(req_, fallback_);
+    reply(fallback_);
   }
 
   void reply(int err) override {
-    if (!done_.exchange(true))
+    if (done_.exchange(true))
+      return;
+    std::shared_lock<std::shared_mutex> guard{gate_->mtx};
+    if (gate_->open)
       fuse_reply_err(req_, err);
   }
 
   void reply_getlk(const getlk_answer& answer) override {
     if (done_.exchange(true))
+      return;
+    std::shared_lock<std::shared_mutex> guard{gate_->mtx};
+    if (!gate_->open)
       return;
     struct flock fl {};
     if (!answer) {
@@ -237,6 +253,7 @@ public:
 private:
   fuse_req_t req_;
   int fallback_;
+  std::shared_ptr<reply_gate> gate_;
   std::atomic<bool> done_{false};
 };
 
@@ -1016,6 +1033,10 @@ void drive::unmount() {
   fuse_session_unmount(impl_->session);
   if (impl_->loop.joinable())
     impl_->loop.join();
+  {
+    std::unique_lock<std::shared_mutex> guard{impl_->gate->mtx};
+    impl_->gate->open = false;
+  }
   fuse_session_destroy(impl_->session);
   for (auto& [key, node] : impl_->inodes)
     close(node->fd);

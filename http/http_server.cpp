@@ -218,6 +218,13 @@ void handle_create(context& ctx, const request_handle& req, const query_params& 
   ask_registry(ctx, req, create_atom_v, std::move(*loc), *init_kv);
 }
 
+void handle_locks(context& ctx, const request_handle& req, const query_params& qp) {
+  auto loc = location_param(qp, "db", ctx.cfg);
+  if (!loc)
+    return reply_error(req, loc.error());
+  ask_registry(ctx, req, locks_atom_v, std::move(*loc));
+}
+
 void handle_health(context& ctx, const request_handle& req) {
   using namespace std::chrono;
   std::string out = "{\"status\":\"ok\",\"service\":\"litedrive\",\"uptime_seconds\":";
@@ -257,6 +264,8 @@ restinio::request_handling_status_t dispatch(context& ctx, const request_handle&
      [](context& c, const request_handle& r, const query_params& q) { handle_query(c, r, q); }},
     {"/api/v1/sqlite/db/create", restinio::http_method_post(), "POST",
      [](context& c, const request_handle& r, const query_params& q) { handle_create(c, r, q); }},
+    {"/api/v1/sqlite/locks", restinio::http_method_get(), "GET",
+     [](context& c, const request_handle& r, const query_params& q) { handle_locks(c, r, q); }},
     {"/api/v1/sqlite/health", restinio::http_method_get(), "GET",
      [](context& c, const request_handle& r, const query_params&) { handle_health(c, r); }},
     {"/api/v1/sqlite/health/cache", restinio::http_method_get(), "GET",

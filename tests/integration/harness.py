@@ -18,10 +18,11 @@ BIN = os.environ.get("LITEDRIVE_BIN", os.path.join(os.path.dirname(__file__), ".
 
 
 class Daemon:
-    def __init__(self, *args, store=None, mount=None):
+    def __init__(self, *args, store=None, mount=False):
+        """mount=True mounts the drive at TMP/mnt."""
         self.tmp = tempfile.mkdtemp(prefix="litedrive-it-")
         self.store = store or os.path.join(self.tmp, "store")
-        self.mount = mount
+        self.mount = os.path.join(self.tmp, "mnt") if mount else None
         self.args = list(args)
         self.proc = None
         self.port = None
@@ -79,6 +80,8 @@ class Daemon:
     def cleanup(self):
         if self.proc is not None:
             self.kill9()
+        if self.mount and os.path.ismount(self.mount):
+            subprocess.run(["umount", "-l", self.mount], check=False)
         shutil.rmtree(self.tmp, ignore_errors=True)
 
     def __enter__(self):

@@ -1,0 +1,442 @@
+"""The drive (issue 3): concurrent SQLite writers on the FUSE mount never see "database is locked".
+
+Every test mounts the real daemon's drive in a temporary directory and drives it with real
+clients: the sqlite3 CLI (no busy timeout) and Python's sqlite3 (timeout=0), in separate
+processes, as the issue's proof list asks.
+"""
+import json
+import multiprocessing as mp
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import unittest
+import urllib.parse
+
+from harness import Daemon, rows
+
+WRITERS = 8
+PER_WRITER = 200
+
+
+def mounted_daemon(*args):
+    return Daemon(*args, mount=True)
+
+
+def create_table(path, journal):
+    con = sqlite3.connect(path, isolation_level=None)
+    mode = con.execute(f"PRAGMA journal_mode={journal}").fetchone()[0]
+    con.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, w INTEGER, i INTEGER, UNIQUE (w, i))")
+    con.close()
+    return mode
+
+
+def check_table(test, path, expected):
+    con = sqlite3.connect(path)
+    n, distinct = con.execute("SELECT count(*), count(DISTINCT w * 100000 + i) FROM t").fetchone()
+    integrity = con.execute("PRAGMA integrity_check").fetchone()[0]
+    con.close()
+    test.assertEqual((n, distinct, integrity), (expected, expected, "ok"))
+
+
+def cli_writer(path, w, batch):
+    """One sqlite3 CLI process, no busy timeout; returns its stderr."""
+    lines = []
+    if batch == 1:
+        lines = [f"INSERT INTO t (w, i) VALUES ({w}, {i});" for i in range(PER_WRITER)]
+    else:
+        for start in range(0, PER_WRITER, batch):
+            lines.append("BEGIN;")
+            lines += [f"INSERT INTO t (w, i) VALUES ({w}, {i});" for i in range(start, start + batch)]
+            lines.append("COMMIT;")
+    return subprocess.Popen(["sqlite3", path], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True), "\n".join(lines) + "\n"
+
+
+def py_writer(args):
+    path, w, batch = args
+    con = sqlite3.connect(path, timeout=0, isolation_level=None)
+    errors = []
+    for start in range(0, PER_WRITER, batch):
+        try:
+            if batch > 1:
+                con.execute("BEGIN")
+            for i in range(start, start + batch):
+                con.execute("INSERT INTO t (w, i) VALUES (?, ?)", (w, i))
+            if batch > 1:
+                con.execute("COMMIT")
+        except sqlite3.Error as e:
+            errors.append(str(e))
+            if con.in_transaction:
+                con.execute("ROLLBACK")
+    con.close()
+    return errors
+
+
+class DriveTestCase(unittest.TestCase):
+    def setUp(self):
+        self.d = mounted_daemon().start()
+        self.mnt = self.d.mount
+
+    def tearDown(self):
+        try:
+            code = self.d.stop()
+            self.assertEqual(code, 0, self.d.read_log())
+            self.assertFalse(os.path.ismount(self.mnt), "the drive is still mounted after SIGTERM")
+        finally:
+            self.d.cleanup()
+
+    def locks(self, name):
+        status, body, _, _ = self.d.request("GET", "/api/v1/sqlite/locks?db=" + urllib.parse.quote(name))
+        self.assertEqual(status, 200, body)
+        return body
+
+
+class ConcurrentWriters(DriveTestCase):
+    """Proof 1 and 2: 8 writers x 200 rows, CLI and Python, rollback and WAL, autocommit and BEGIN..COMMIT of 10."""
+
+    def run_cli(self, journal, batch):
+        path = os.path.join(self.mnt, f"cli-{journal}-{batch}.db")
+        self.assertEqual(create_table(path, journal), journal)
+        procs = [cli_writer(path, w, batch) for w in range(WRITERS)]
+        results = []
+        threads = [threading.Thread(target=lambda p=p: results.append(p[0].communicate(p[1], timeout=600)))
+                   for p in procs]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        errors = [err for out, err in results if err.strip()]
+        self.assertEqual(errors, [], f"{len(errors)} writers reported errors")
+        self.assertTrue(all(p[0].returncode == 0 for p in procs))
+        check_table(self, path, WRITERS * PER_WRITER)
+
+    def run_python(self, journal, batch):
+        path = os.path.join(self.mnt, f"py-{journal}-{batch}.db")
+        self.assertEqual(create_table(path, journal), journal)
+        with mp.get_context("fork").Pool(WRITERS) as pool:
+            errors = sum(pool.map(py_writer, [(path, w, batch) for w in range(WRITERS)]), [])
+        self.assertEqual(errors, [])
+        check_table(self, path, WRITERS * PER_WRITER)
+
+    def test_cli_rollback_autocommit(self):
+        self.run_cli("delete", 1)
+
+    def test_cli_rollback_transactions(self):
+        self.run_cli("delete", 10)
+
+    def test_cli_wal_autocommit(self):
+        self.run_cli("wal", 1)
+
+    def test_cli_wal_transactions(self):
+        self.run_cli("wal", 10)
+
+    def test_python_rollback_autocommit(self):
+        self.run_python("delete", 1)
+
+    def test_python_rollback_transactions(self):
+        self.run_python("delete", 10)
+
+    def test_python_wal_autocommit(self):
+        self.run_python("wal", 1)
+
+    def test_python_wal_transactions(self):
+        self.run_python("wal", 10)
+
+
+def cold_reader(args):
+    path, ident = args
+    con = sqlite3.connect(path, timeout=0)
+    try:
+        n = con.execute("SELECT count(*) FROM t").fetchone()[0]
+        con.execute("INSERT INTO t (w, i) VALUES (?, 0)", (ident,))
+        con.commit()
+        return ("ok", n)
+    except sqlite3.Error as e:
+        return ("error", str(e))
+    finally:
+        con.close()
+
+
+class ColdStart(DriveTestCase):
+    def test_16_processes_open_a_closed_wal_database_at_once(self):
+        """Proof 3."""
+        path = os.path.join(self.mnt, "cold.db")
+        create_table(path, "wal")
+        for attempt in range(3):
+            # Closed: no connection is open between rounds, so the first opener initialises
+            # the -shm while the 15 others race it.
+            ctx = mp.get_context("fork")
+            with ctx.Pool(16) as pool:
+                results = pool.map(cold_reader, [(path, attempt * 100 + k) for k in range(16)])
+            self.assertEqual([r for r in results if r[0] != "ok"], [], f"round {attempt}")
+        con = sqlite3.connect(path)
+        self.assertEqual(con.execute("SELECT count(*) FROM t").fetchone()[0], 48)
+        self.assertEqual(con.execute("PRAGMA integrity_check").fetchone()[0], "ok")
+        con.close()
+
+
+VICTIM = r"""
+import sqlite3, sys, time
+con = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=0)
+con.execute("PRAGMA cache_size=2")          # spill to the database file: EXCLUSIVE + hot journal
+con.execute("BEGIN IMMEDIATE")
+con.execute("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c LIMIT 5000) "
+            "INSERT INTO t (w, i) SELECT 999, x FROM c")
+print("holding", flush=True)
+time.sleep(3600)
+"""
+
+
+class KilledWriter(DriveTestCase):
+    def test_kill9_of_writer_holding_exclusive_with_hot_journal(self):
+        """Proof 4: the others finish with 0 errors, the victim's changes are absent."""
+        path = os.path.join(self.mnt, "victim.db")
+        create_table(path, "delete")
+        victim = subprocess.Popen([sys.executable, "-c", VICTIM, path], stdout=subprocess.PIPE, text=True)
+        self.assertEqual(victim.stdout.readline().strip(), "holding")
+        journal = os.path.join(self.d.store, "victim.db-journal")
+        self.assertTrue(os.path.exists(journal) and os.path.getsize(journal) > 0, "no hot journal")
+        held = self.locks("victim")
+        self.assertTrue(any(h["type"] == "write" for h in held["holders"]), held)
+        ctx = mp.get_context("fork")
+        pool = ctx.Pool(6)
+        pending = pool.map_async(py_writer, [(path, w, 1) for w in range(6)])
+        deadline = time.time() + 10
+        while time.time() < deadline and len(self.locks("victim")["waiters"]) < 1:
+            time.sleep(0.05)
+        self.assertGreaterEqual(len(self.locks("victim")["waiters"]), 1, "nobody waited for the victim")
+        victim.kill()
+        victim.wait()
+        errors = sum(pending.get(timeout=300), [])
+        pool.close()
+        pool.join()
+        self.assertEqual(errors, [])
+        con = sqlite3.connect(path)
+        self.assertEqual(con.execute("SELECT count(*) FROM t WHERE w = 999").fetchone()[0], 0)
+        self.assertEqual(con.execute("SELECT count(*) FROM t").fetchone()[0], 6 * PER_WRITER)
+        self.assertEqual(con.execute("PRAGMA integrity_check").fetchone()[0], "ok")
+        con.close()
+
+
+STORM_WRITER = r"""
+import sqlite3, sys
+path, w, log = sys.argv[1], int(sys.argv[2]), open(sys.argv[3], "a")
+con = sqlite3.connect(path, isolation_level=None, timeout=0)
+i = 0
+while True:
+    try:
+        con.execute("INSERT INTO t (w, i) VALUES (?, ?)", (w, i))
+    except Exception:
+        break
+    log.write(f"{w} {i}\n"); log.flush()   # acknowledged: the commit returned
+    i += 1
+"""
+
+
+class DaemonKill(unittest.TestCase):
+    def test_kill9_of_the_daemon_during_a_write_storm(self):
+        """Proof 5: after kill -9 and a restart (which replaces the stale mount), the database is
+        intact and every commit acknowledged before the kill is there."""
+        d = mounted_daemon()
+        try:
+            d.start()
+            path = os.path.join(d.mount, "storm.db")
+            create_table(path, "delete")
+            ack = os.path.join(d.tmp, "acks.txt")
+            writers = [subprocess.Popen([sys.executable, "-c", STORM_WRITER, path, str(w), ack],
+                                        stderr=subprocess.DEVNULL) for w in range(4)]
+            time.sleep(1.5)
+            d.kill9()
+            for w in writers:
+                w.wait(timeout=60)
+            acked = set()
+            with open(ack) as f:
+                for line in f:
+                    w, i = line.split()
+                    acked.add((int(w), int(i)))
+            self.assertGreater(len(acked), 20)
+            d.start()  # the stale mount is detected and replaced
+            self.assertTrue(os.path.ismount(d.mount))
+            con = sqlite3.connect(path)
+            self.assertEqual(con.execute("PRAGMA integrity_check").fetchone()[0], "ok")
+            present = set(con.execute("SELECT w, i FROM t").fetchall())
+            con.close()
+            self.assertEqual(acked - present, set(), "acknowledged commits were lost")
+            self.assertEqual(d.stop(), 0)
+        finally:
+            d.cleanup()
+
+
+class HttpAndCli(DriveTestCase):
+    def test_http_transactions_and_cli_writers_interleaved_on_one_wal_database(self):
+        """Proof 6, and the HTTP side sees one database with the drive (same actor, same locks)."""
+        path = os.path.join(self.mnt, "mixed.db")
+        create_table(path, "wal")
+        procs = [cli_writer(path, w, 1) for w in range(4)]
+        http_errors = []
+
+        def http_client(w):
+            conn = self.d.connection()
+            for i in range(PER_WRITER):
+                status, body, _, _ = self.d.tx("mixed", [{"statement": "INSERT INTO t (w, i) VALUES (?, ?)",
+                                                         "values": [w, i]}], conn=conn)
+                if status != 200:
+                    http_errors.append(body)
+            conn.close()
+
+        cli_stderr = []
+        threads = [threading.Thread(target=lambda p=p: cli_stderr.append(p[0].communicate(p[1], timeout=600)[1]))
+                   for p in procs]
+        threads += [threading.Thread(target=http_client, args=(100 + k,)) for k in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        self.assertEqual(http_errors, [])
+        self.assertEqual([p[0].returncode for p in procs], [0] * 4)
+        self.assertEqual(cli_stderr, [""] * 4)
+        check_table(self, path, 8 * PER_WRITER)
+        status, body, _, _ = self.d.query("mixed", "SELECT count(*) AS n FROM t")
+        self.assertEqual(rows(body), [{"n": 8 * PER_WRITER}])
+
+
+class AbsolutePathThroughMount(unittest.TestCase):
+    def test_mount_path_and_bare_name_reach_the_same_actor(self):
+        d = mounted_daemon("--allow-any-absolute-db-path")
+        try:
+            d.start()
+            d.create("same")
+            d.tx(os.path.join(d.mount, "same.db"), [{"statement": "CREATE TABLE t (x)"}])
+            d.tx("same", [{"statement": "INSERT INTO t VALUES (1)"}])
+            status, body, _, _ = d.request("GET", "/api/v1/sqlite/health/cache")
+            self.assertEqual([x["name"] for x in body["databases"]].count("same"), 1, body)
+            con = sqlite3.connect(os.path.join(d.mount, "same.db"))
+            self.assertEqual(con.execute("SELECT count(*) FROM t").fetchone()[0], 1)
+            con.close()
+            self.assertEqual(d.stop(), 0)
+        finally:
+            d.cleanup()
+
+
+DEADLOCK = r"""
+import os, sqlite3, sys, time
+first, second, go, me = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
+a = sqlite3.connect(first, isolation_level=None, timeout=0)
+b = sqlite3.connect(second, isolation_level=None, timeout=0)
+a.execute("BEGIN IMMEDIATE")
+a.execute("INSERT INTO t (w, i) VALUES (1, 1)")
+open(go + "." + me, "w").close()   # both hold their first database before either asks for the second
+while not (os.path.exists(go + ".1") and os.path.exists(go + ".2")):
+    time.sleep(0.01)
+try:
+    b.execute("BEGIN IMMEDIATE")   # waits for the other process, which waits for us
+    b.execute("INSERT INTO t (w, i) VALUES (2, 2)")
+    b.execute("COMMIT")
+    a.execute("COMMIT")
+    print("ok", flush=True)
+except sqlite3.OperationalError as e:
+    a.execute("ROLLBACK")
+    print("busy:" + str(e), flush=True)
+"""
+
+
+class Deadlock(DriveTestCase):
+    def test_deadlock_across_two_databases_resolves_with_one_eagain(self):
+        """Proof 7."""
+        one, two = os.path.join(self.mnt, "one.db"), os.path.join(self.mnt, "two.db")
+        create_table(one, "delete")
+        create_table(two, "delete")
+        go = os.path.join(self.d.tmp, "go")
+        p1 = subprocess.Popen([sys.executable, "-c", DEADLOCK, one, two, go, "1"], stdout=subprocess.PIPE, text=True)
+        p2 = subprocess.Popen([sys.executable, "-c", DEADLOCK, two, one, go, "2"], stdout=subprocess.PIPE, text=True)
+        out1, _ = p1.communicate(timeout=60)
+        out2, _ = p2.communicate(timeout=60)
+        outcomes = sorted([out1.strip().split(":")[0], out2.strip().split(":")[0]])
+        self.assertEqual(outcomes, ["busy", "ok"], (out1, out2))
+        victims = self.locks("one")["counters"]["deadlock_victims"] + self.locks("two")["counters"]["deadlock_victims"]
+        self.assertEqual(victims, 1)
+
+
+HOLDER = r"""
+import sqlite3, sys, time
+con = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=0)
+con.execute("BEGIN IMMEDIATE")
+con.execute("INSERT INTO t (w, i) VALUES (?, 0)", (int(sys.argv[2]),))
+print("holding", flush=True)
+sys.stdin.readline()
+con.execute("COMMIT")
+print("done", flush=True)
+"""
+
+
+class KilledWaiter(DriveTestCase):
+    def test_a_waiter_killed_with_sigkill_leaves_the_queue_at_once(self):
+        """Proof 8."""
+        path = os.path.join(self.mnt, "queue.db")
+        create_table(path, "delete")
+        holder = subprocess.Popen([sys.executable, "-c", HOLDER, path, "1"], stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, text=True)
+        self.assertEqual(holder.stdout.readline().strip(), "holding")
+        waiter = subprocess.Popen([sys.executable, "-c", HOLDER, path, "2"], stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, text=True)
+        deadline = time.time() + 10
+        while time.time() < deadline and not self.locks("queue")["waiters"]:
+            time.sleep(0.02)
+        waiting = self.locks("queue")["waiters"]
+        self.assertEqual([w["pid"] for w in waiting], [waiter.pid])
+        third = subprocess.Popen([sys.executable, "-c", HOLDER, path, "3"], stdin=subprocess.PIPE,
+                                 stdout=subprocess.PIPE, text=True)
+        while time.time() < deadline and len(self.locks("queue")["waiters"]) < 2:
+            time.sleep(0.02)
+        self.assertEqual(len(self.locks("queue")["waiters"]), 2)
+        waiter.kill()
+        waiter.wait(timeout=5)  # no D state: the interrupt was answered
+        time.sleep(0.2)
+        self.assertEqual([w["pid"] for w in self.locks("queue")["waiters"]], [third.pid])
+        self.assertGreaterEqual(self.locks("queue")["counters"]["interrupts"], 1)
+        holder.stdin.write("\n")
+        holder.stdin.flush()
+        self.assertEqual(holder.stdout.readline().strip(), "done")
+        self.assertEqual(third.stdout.readline().strip(), "holding")
+        third.stdin.write("\n")
+        third.stdin.flush()
+        self.assertEqual(third.stdout.readline().strip(), "done")
+        holder.wait(timeout=5)
+        third.wait(timeout=5)
+        con = sqlite3.connect(path)
+        self.assertEqual(sorted(r[0] for r in con.execute("SELECT w FROM t")), [1, 3])
+        con.close()
+
+
+class WaitCap(unittest.TestCase):
+    def test_an_idle_transaction_holds_others_back_only_until_the_cap(self):
+        d = mounted_daemon("--lock-wait-max-ms=700")
+        try:
+            d.start()
+            path = os.path.join(d.mount, "cap.db")
+            create_table(path, "delete")
+            holder = subprocess.Popen([sys.executable, "-c", HOLDER, path, "1"], stdin=subprocess.PIPE,
+                                      stdout=subprocess.PIPE, text=True)
+            self.assertEqual(holder.stdout.readline().strip(), "holding")
+            t0 = time.time()
+            errors = py_writer((path, 2, PER_WRITER))
+            waited = time.time() - t0
+            self.assertTrue(errors and "locked" in errors[0], errors[:1])
+            self.assertGreaterEqual(waited, 0.6)
+            holder.stdin.write("\n")
+            holder.stdin.flush()
+            holder.wait(timeout=5)
+            status, body, _, _ = d.request("GET", "/api/v1/sqlite/locks?db=cap")
+            self.assertGreaterEqual(body["counters"]["timeouts"], 1)
+            self.assertEqual(d.stop(), 0)
+        finally:
+            d.cleanup()
+
+
+if __name__ == "__main__":
+    unittest.main()
