@@ -38,7 +38,7 @@ void check_deadlocks(database_self self) {
     for (const auto& w : st.locks->waiters())
       infos.push_back({w.req.id, w.req.owner, st.locks->blockers(w), st.locks->victim_rank(w),
                        st.arrival[w.req.id]});
-    auto victim = st.graph->update(caf::actor_cast<caf::actor>(self), std::move(infos));
+    auto victim = st.graph->update(self->id(), caf::actor_cast<caf::actor>(self), std::move(infos));
     if (!victim)
       return;
     if (victim->table != caf::actor_cast<caf::actor>(self)) {

@@ -6,20 +6,21 @@
 
 namespace litedrive {
 
-std::optional<wait_graph::victim> wait_graph::update(const caf::actor& table,
+std::optional<wait_graph::victim> wait_graph::update(caf::actor_id table_id,
+                                                     const caf::actor& table,
                                                      std::vector<waiter_info> waiting) {
   std::lock_guard<std::mutex> guard{mtx_};
-  auto& entries = by_table_[table.id()];
+  auto& entries = by_table_[table_id];
   entries.clear();
   for (auto& w : waiting)
     entries.push_back({table, std::move(w)});
   if (entries.empty()) {
-    by_table_.erase(table.id());
+    by_table_.erase(table_id);
     return std::nullopt;
   }
   // Only a cycle through one of this table's waiters can be new.
   std::vector<uint64_t> starts;
-  for (const auto& e : by_table_[table.id()])
+  for (const auto& e : entries)
     starts.push_back(e.info.owner);
   for (auto owner : starts)
     if (auto v = find_cycle(owner))

@@ -33,7 +33,8 @@ public:
   /// Replaces everything `table` published before with `waiting`, then looks for a cycle that
   /// runs through one of them. Returns the waiter to abort, if there is a cycle: the best-ranked
   /// (then youngest) waiter on the cycle, wherever it waits.
-  std::optional<victim> update(const caf::actor& table, std::vector<waiter_info> waiting);
+  std::optional<victim> update(caf::actor_id table_id, const caf::actor& table,
+                               std::vector<waiter_info> waiting);
 
   /// Forgets a table (its actor stopped).
   void forget(caf::actor_id table);

@@ -215,14 +215,21 @@ CAF_TEST(interrupts timeouts and deadlock aborts answer the waiter) {
 
 CAF_TEST(the wait for graph finds a cycle across two tables) {
   // Two tables (databases), two owners: 1 waits for 2 on table A, 2 waits for 1 on table B.
-  // (Tables are told apart by actor; without an actor system both sets are published as one.)
   wait_graph graph;
-  caf::actor none;
-  CAF_CHECK(!graph.update(none, {{11, 1, {2}, 2, 1}}));
-  auto victim = graph.update(none, {{11, 1, {2}, 2, 1}, {22, 2, {1}, 0, 2}});
+  caf::actor none; // the handles only matter for sending the abort
+  CAF_CHECK(!graph.update(1, none, {{11, 1, {2}, 2, 1}}));
+  auto victim = graph.update(2, none, {{22, 2, {1}, 0, 2}});
   CAF_REQUIRE(victim);
   CAF_CHECK_EQUAL(victim->waiter_id, 22u); // the better-ranked victim (rank 0)
-  CAF_CHECK(!graph.update(none, {{11, 1, {2}, 2, 1}}));
+  // Table B's waiter is gone (aborted): no cycle any more.
+  CAF_CHECK(!graph.update(2, none, {}));
+  CAF_CHECK(!graph.update(1, none, {{11, 1, {2}, 2, 1}}));
+  // With equal ranks the youngest loses.
+  auto youngest = graph.update(2, none, {{33, 2, {1}, 2, 9}});
+  CAF_REQUIRE(youngest);
+  CAF_CHECK_EQUAL(youngest->waiter_id, 33u);
+  graph.forget(2);
+  CAF_CHECK(!graph.update(1, none, {{11, 1, {2}, 2, 1}}));
 }
 
 CAF_TEST_FIXTURE_SCOPE_END()
