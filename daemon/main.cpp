@@ -29,7 +29,7 @@ namespace {
 
 /// mkdir -p, then the real path: the store is always absolute and symlink-free, which the
 /// path rules (db_path.cpp) rely on.
-caf::expected<std::string> prepare_dir(const std::string& dir) {
+caf::expected<std::string> prepare_dir(const std::string& dir, unsigned mode_if_created) {
   std::string path = dir;
   if (path.empty())
     return make_error(errc::invalid_parameter, "empty directory name");
@@ -41,7 +41,8 @@ caf::expected<std::string> prepare_dir(const std::string& dir) {
   }
   for (size_t pos = path.find('/', 1); pos != std::string::npos; pos = path.find('/', pos + 1))
     ::mkdir(path.substr(0, pos).c_str(), 0755);
-  ::mkdir(path.c_str(), 0755);
+  if (::mkdir(path.c_str(), 0755) == 0)
+    ::chmod(path.c_str(), mode_if_created); // after mkdir: the umask must not trim it
   char real[PATH_MAX];
   if (realpath(path.c_str(), real) == nullptr)
     return make_error(errc::invalid_parameter, "cannot create or resolve '" + dir + "'");
@@ -75,7 +76,7 @@ int main(int argc, char** argv) {
   }
   setup_logging(opts.cfg.log_level);
   auto& cfg = opts.cfg;
-  auto store = prepare_dir(cfg.store);
+  auto store = prepare_dir(cfg.store, cfg.store_mode);
   if (!store) {
     spdlog::critical("store: {}", view(store.error()).message);
     return 1;

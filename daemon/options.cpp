@@ -1,6 +1,8 @@
 #include "daemon/options.hpp"
 
 #include <charconv>
+#include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <functional>
 #include <map>
@@ -80,6 +82,20 @@ const std::vector<option_def>& option_table() {
     {"store", "DIR", "backing directory that holds the databases (created if missing)",
      [](options& o, const std::string& v) { o.cfg.store = v; return caf::error{}; },
      [](const options& o) { return o.cfg.store; }},
+    {"store-mode", "OCTAL", "mode given to the store when litedrive creates it (1777: like /tmp)",
+     [](options& o, const std::string& v) {
+       char* end = nullptr;
+       auto mode = std::strtoul(v.c_str(), &end, 8);
+       if (v.empty() || *end != '\0' || mode > 07777)
+         return bad("--store-mode needs an octal mode such as 1777 or 0755");
+       o.cfg.store_mode = static_cast<unsigned>(mode);
+       return caf::error{};
+     },
+     [](const options& o) {
+       char buf[8];
+       std::snprintf(buf, sizeof(buf), "%04o", o.cfg.store_mode);
+       return std::string{buf};
+     }},
     {"mount", "DIR", "where the FUSE drive appears (empty: no drive)",
      [](options& o, const std::string& v) { o.cfg.mount = v; return caf::error{}; },
      [](const options& o) { return o.cfg.mount; }},

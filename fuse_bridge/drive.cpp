@@ -39,6 +39,7 @@
 #include <climits>
 #include <cstring>
 #include <fstream>
+#include <sstream>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -105,6 +106,8 @@ struct drive::impl {
   std::shared_ptr<reply_gate> gate = std::make_shared<reply_gate>();
   std::thread loop;
   std::atomic<bool> mounted{false};
+  std::atomic<bool> loop_done{false};
+  std::string connection;  ///< the kernel's FUSE connection number (fusectl), from mountinfo
 };
 
 namespace {
@@ -948,6 +951,34 @@ caf::error prepare_mount_point(const std::string& mnt) {
   return caf::none;
 }
 
+/// The FUSE connection number of the mount at `mnt`: the minor device number in mountinfo.
+std::string connection_of(const std::string& mnt) {
+  std::ifstream info{"/proc/self/mountinfo"};
+  std::string line;
+  std::string found;
+  while (std::getline(info, line)) {
+    std::istringstream in{line};
+    std::string id, parent, dev, root, point;
+    if (!(in >> id >> parent >> dev >> root >> point))
+      continue;
+    if (point == mnt && line.find(" - fuse.litedrive ") != std::string::npos)
+      found = dev.substr(dev.find(':') + 1); // the newest mount there wins
+  }
+  return found;
+}
+
+/// Aborts a FUSE connection through fusectl (mounting fusectl if needed): every pending and
+/// future request of the connection fails, so the loop's reads return.
+void abort_connection(const std::string& connection) {
+  if (connection.empty())
+    return;
+  std::string dir = "/sys/fs/fuse/connections";
+  if (access((dir + "/" + connection).c_str(), F_OK) != 0)
+    ::mount("fusectl", dir.c_str(), "fusectl", 0, nullptr);
+  std::ofstream abort{dir + "/" + connection + "/abort"};
+  abort << "1\n";
+}
+
 caf::error check_allow_other(const settings& s) {
   if (!s.mount_allow_other || geteuid() == 0)
     return caf::none;
@@ -1020,7 +1051,9 @@ caf::expected<std::unique_ptr<drive>> drive::mount(const settings& s, db_registr
     fuse_loop_cfg_destroy(cfg);
     if (rc != 0 && raw->mounted)
       spdlog::error("the FUSE loop ended with {}", rc);
+    raw->loop_done = true;
   });
+  p->connection = connection_of(s.mount);
   spdlog::info("drive mounted at {} (store {})", s.mount, s.store);
   return std::unique_ptr<drive>(new drive(std::move(p)));
 }
@@ -1029,8 +1062,27 @@ void drive::unmount() {
   if (!impl_ || !impl_->mounted.exchange(false))
     return;
   fuse_session_exit(impl_->session);
-  // Unmounting makes the loop's blocking reads fail, so its threads end.
+  // Unmounting makes the loop's blocking reads fail, so its threads end; but a lazy unmount
+  // keeps the connection while some process still has a file open on the drive.
   fuse_session_unmount(impl_->session);
+  auto wait_for_loop = [this](std::chrono::milliseconds limit) {
+    auto deadline = std::chrono::steady_clock::now() + limit;
+    while (!impl_->loop_done && std::chrono::steady_clock::now() < deadline)
+      std::this_thread::sleep_for(std::chrono::milliseconds{10});
+    return impl_->loop_done.load();
+  };
+  if (!wait_for_loop(std::chrono::milliseconds{1500})) {
+    spdlog::warn("files are still open on the drive: aborting the FUSE connection (their users "
+                 "get ENOTCONN)");
+    abort_connection(impl_->connection);
+    if (!wait_for_loop(std::chrono::milliseconds{3000})) {
+      // Leave the threads and the session to the process exit, which closes /dev/fuse.
+      spdlog::warn("the FUSE loop did not stop; leaving it to the process exit");
+      impl_->loop.detach();
+      impl_.release();
+      return;
+    }
+  }
   if (impl_->loop.joinable())
     impl_->loop.join();
   {

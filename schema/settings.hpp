@@ -12,6 +12,7 @@ namespace litedrive {
 struct settings {
   // -- locations --------------------------------------------------------------
   std::string store = "/var/lib/litedrive/store";  ///< backing directory
+  unsigned store_mode = 01777;  ///< mode of the store when litedrive creates it (shared, sticky)
   std::string mount = "";                          ///< FUSE mount point ("" = no mount)
   bool allow_any_absolute_db_path = false;         ///< accept `?db=/abs/path.db`
   bool open_through_mount = false;  ///< set at start-up once the mount is up: litedrive opens

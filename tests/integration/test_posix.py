@@ -1,0 +1,225 @@
+"""The drive as a plain POSIX file system: operations, errno values, ownership of created files,
+O_DIRECT and mmap, as root and as an unprivileged user."""
+import errno
+import mmap
+import os
+import stat
+import subprocess
+import sys
+import textwrap
+import unittest
+
+from harness import Daemon
+
+
+def err(f):
+    try:
+        f()
+        return "ok"
+    except OSError as e:
+        return errno.errorcode[e.errno]
+
+
+class Posix(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.d = Daemon(mount=True)
+        os.chmod(cls.d.tmp, 0o755)  # let the unprivileged user reach the mount point
+        cls.d.start()
+        cls.m = cls.d.mount
+
+    @classmethod
+    def tearDownClass(cls):
+        code = cls.d.stop()
+        cls.d.cleanup()
+        assert code == 0, code
+
+    def p(self, *parts):
+        return os.path.join(self.m, *parts)
+
+    def test_store_root_is_shared_like_tmp(self):
+        self.assertEqual(stat.S_IMODE(os.stat(self.m).st_mode), 0o1777)
+
+    def test_files_and_directories(self):
+        os.mkdir(self.p("d"))
+        self.assertEqual(err(lambda: os.mkdir(self.p("d"))), "EEXIST")
+        with open(self.p("d", "f"), "w") as f:
+            f.write("hello world")
+        self.assertEqual(err(lambda: os.rmdir(self.p("d"))), "ENOTEMPTY")
+        self.assertEqual(err(lambda: os.unlink(self.p("d"))), "EISDIR")
+        self.assertEqual(err(lambda: os.rmdir(self.p("d", "f"))), "ENOTDIR")
+        self.assertEqual(err(lambda: open(self.p("missing"))), "ENOENT")
+        self.assertEqual(err(lambda: open(self.p("x" * 300), "w")), "ENAMETOOLONG")
+        self.assertEqual(err(lambda: os.open(self.p("d"), os.O_WRONLY)), "EISDIR")
+        self.assertEqual(err(lambda: os.open(self.p("d", "f"), os.O_CREAT | os.O_EXCL | os.O_WRONLY)), "EEXIST")
+        os.truncate(self.p("d", "f"), 5)
+        with open(self.p("d", "f")) as f:
+            self.assertEqual(f.read(), "hello")
+        self.assertIn("f", os.listdir(self.p("d")))
+        os.unlink(self.p("d", "f"))
+        os.rmdir(self.p("d"))
+        self.assertFalse(os.path.exists(self.p("d")))
+
+    def test_attributes(self):
+        path = self.p("attrs")
+        open(path, "w").close()
+        os.chmod(path, 0o640)
+        self.assertEqual(stat.S_IMODE(os.stat(path).st_mode), 0o640)
+        os.chown(path, 65534, 65534)
+        self.assertEqual((os.stat(path).st_uid, os.stat(path).st_gid), (65534, 65534))
+        os.utime(path, ns=(1_000_000_123, 2_000_000_456))
+        self.assertEqual(os.stat(path).st_mtime_ns, 2_000_000_456)
+        os.setxattr(path, "user.litedrive", b"v1")
+        self.assertEqual(os.getxattr(path, "user.litedrive"), b"v1")
+        self.assertIn("user.litedrive", os.listxattr(path))
+        os.removexattr(path, "user.litedrive")
+        self.assertEqual(err(lambda: os.getxattr(path, "user.litedrive")), "ENODATA")
+        self.assertGreater(os.statvfs(self.m).f_blocks, 0)
+
+    def test_links_and_renames(self):
+        open(self.p("src"), "w").close()
+        os.symlink("src", self.p("sym"))
+        self.assertEqual(os.readlink(self.p("sym")), "src")
+        os.link(self.p("src"), self.p("hard"))
+        self.assertEqual(os.stat(self.p("src")).st_nlink, 2)
+        os.rename(self.p("hard"), self.p("moved"))
+        self.assertTrue(os.path.exists(self.p("moved")) and not os.path.exists(self.p("hard")))
+        with open(self.p("other"), "w") as f:
+            f.write("other")
+        # renameat2 flags pass through: NOREPLACE refuses, EXCHANGE swaps.
+        renameat2 = getattr(os, "renameat2", None)
+        libc = __import__("ctypes").CDLL(None, use_errno=True)
+        AT_FDCWD, RENAME_NOREPLACE, RENAME_EXCHANGE = -100, 1, 2
+        rc = libc.renameat2(AT_FDCWD, self.p("src").encode(), AT_FDCWD, self.p("other").encode(), RENAME_NOREPLACE)
+        self.assertEqual((rc, __import__("ctypes").get_errno()), (-1, errno.EEXIST))
+        rc = libc.renameat2(AT_FDCWD, self.p("src").encode(), AT_FDCWD, self.p("other").encode(), RENAME_EXCHANGE)
+        self.assertEqual(rc, 0)
+        with open(self.p("src")) as f:
+            self.assertEqual(f.read(), "other")
+        os.mkfifo(self.p("fifo"))
+        self.assertTrue(stat.S_ISFIFO(os.lstat(self.p("fifo")).st_mode))
+
+    def test_o_direct_and_mmap(self):
+        fd = os.open(self.p("direct"), os.O_CREAT | os.O_RDWR | os.O_DIRECT, 0o644)
+        buf = mmap.mmap(-1, 4096)
+        buf.write(b"d" * 4096)
+        self.assertEqual(os.write(fd, buf), 4096)
+        os.lseek(fd, 0, os.SEEK_SET)
+        back = mmap.mmap(-1, 4096)
+        self.assertEqual(os.readv(fd, [back]), 4096)
+        self.assertEqual(back[:4], b"dddd")
+        os.close(fd)
+        fd = os.open(self.p("mapped"), os.O_CREAT | os.O_RDWR, 0o644)
+        os.ftruncate(fd, 8192)
+        m = mmap.mmap(fd, 8192)
+        m[4096:4101] = b"abcde"
+        m.flush()
+        m.close()
+        os.close(fd)
+        with open(self.p("mapped"), "rb") as f:
+            f.seek(4096)
+            self.assertEqual(f.read(5), b"abcde")
+        # What was written through the mount is in the store, byte for byte.
+        with open(os.path.join(self.d.store, "mapped"), "rb") as f:
+            f.seek(4096)
+            self.assertEqual(f.read(5), b"abcde")
+
+    def test_fsync_fallocate_seek(self):
+        fd = os.open(self.p("sync"), os.O_CREAT | os.O_RDWR, 0o644)
+        os.pwrite(fd, b"x" * 100, 1 << 20)
+        os.fsync(fd)
+        os.fdatasync(fd)
+        os.posix_fallocate(fd, 0, 4096)
+        self.assertEqual(os.fstat(fd).st_size, (1 << 20) + 100)
+        # SEEK_DATA/SEEK_HOLE answer what the backing file system answers.
+        with open(os.path.join(self.d.store, "sync"), "rb") as native:
+            for whence in (os.SEEK_DATA, os.SEEK_HOLE):
+                self.assertEqual(os.lseek(fd, 0, whence), os.lseek(native.fileno(), 0, whence))
+        os.close(fd)
+
+    def test_unprivileged_user(self):
+        script = textwrap.dedent(f"""
+            import errno, os, sqlite3
+            m = {self.m!r}
+            def err(f):
+                try:
+                    f(); return "ok"
+                except OSError as e:
+                    return errno.errorcode[e.errno]
+            os.umask(0o022)
+            with open(m + "/u-file", "w") as f: f.write("x")
+            st = os.stat(m + "/u-file")
+            print("file", st.st_uid, st.st_gid, oct(st.st_mode & 0o777))
+            os.mkdir(m + "/u-dir", 0o750)
+            print("dir", os.stat(m + "/u-dir").st_uid, oct(os.stat(m + "/u-dir").st_mode & 0o777))
+            os.symlink("u-file", m + "/u-link")
+            print("link", os.lstat(m + "/u-link").st_uid)
+            print("chown-root", err(lambda: os.chown(m + "/u-file", 0, 0)))
+            print("write-root-file", err(lambda: open(m + "/root-file", "a")))
+            print("unlink-root-file", err(lambda: os.unlink(m + "/root-file")))
+            con = sqlite3.connect(m + "/u.db", timeout=0)
+            con.execute("CREATE TABLE t (x)"); con.execute("INSERT INTO t VALUES (1)"); con.commit()
+            print("sqlite", con.execute("SELECT count(*) FROM t").fetchone()[0])
+            con.close()
+            print("journal-owner", os.stat(m + "/u.db").st_uid)
+        """)
+        with open(self.p("root-file"), "w") as f:
+            f.write("root")
+        os.chmod(self.p("root-file"), 0o644)
+        out = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+                              "/usr/bin/python3", "-c", script], capture_output=True, text=True, timeout=60)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        lines = dict(line.split(" ", 1) for line in out.stdout.strip().splitlines())
+        self.assertEqual(lines["file"], "65534 65534 0o644")
+        self.assertEqual(lines["dir"], "65534 0o750")
+        self.assertEqual(lines["link"], "65534")
+        self.assertEqual(lines["chown-root"], "EPERM")
+        self.assertEqual(lines["write-root-file"], "EACCES")
+        self.assertEqual(lines["unlink-root-file"], "EPERM")  # sticky store root
+        self.assertEqual(lines["sqlite"], "1")
+        self.assertEqual(lines["journal-owner"], "65534")
+        # The store holds the same ownership.
+        self.assertEqual(os.stat(os.path.join(self.d.store, "u-file")).st_uid, 65534)
+
+
+class StartupChecks(unittest.TestCase):
+    def test_kernel_request_timeout_below_the_lock_wait_refuses_to_start(self):
+        knob = "/proc/sys/fs/fuse/default_request_timeout"
+        if not os.path.exists(knob):
+            self.skipTest("this kernel has no FUSE request timeout")
+        with open(knob) as f:
+            before = f.read().strip()
+        try:
+            with open(knob, "w") as f:
+                f.write("20\n")
+            d = Daemon("--lock-wait-max-ms=30000", mount=True)
+            try:
+                with self.assertRaises(RuntimeError) as ctx:
+                    d.start(timeout=10)
+                self.assertIn("default_request_timeout", str(ctx.exception))
+            finally:
+                d.cleanup()
+            d = Daemon("--lock-wait-max-ms=15000", mount=True)
+            try:
+                d.start()
+                self.assertEqual(d.stop(), 0)
+            finally:
+                d.cleanup()
+        finally:
+            with open(knob, "w") as f:
+                f.write(before + "\n")
+
+    def test_mount_inside_the_store_is_refused(self):
+        d = Daemon()
+        d.mount = os.path.join(d.store, "inner")
+        try:
+            with self.assertRaises(RuntimeError) as ctx:
+                d.start(timeout=10)
+            self.assertIn("must not contain each other", str(ctx.exception))
+        finally:
+            d.mount = None
+            d.cleanup()
+
+
+if __name__ == "__main__":
+    unittest.main()
