@@ -922,23 +922,25 @@ caf::error check_kernel_timeouts(const settings& s) {
 }
 
 /// A mount point left behind by a crash answers ENOTCONN: detach it. A live litedrive mount
-/// there is another daemon's: refuse.
+/// there is another daemon's: refuse. statfs is the probe because the kernel never caches it
+/// (stat of a dead mount's root can still be answered from the attribute cache).
 caf::error prepare_mount_point(const std::string& mnt) {
-  struct stat st;
-  if (::stat(mnt.c_str(), &st) == -1) {
+  struct statvfs vfs;
+  for (int round = 0; round < 8 && ::statvfs(mnt.c_str(), &vfs) == -1; ++round) {
     if (errno == ENOTCONN || errno == ECONNABORTED) {
       spdlog::warn("{} is a stale FUSE mount (a crashed daemon?): detaching it", mnt);
       if (umount2(mnt.c_str(), MNT_DETACH) == -1)
         return fail("cannot detach the stale mount at " + mnt + ": " + strerror(errno));
-    } else if (errno == ENOENT) {
-      std::string path;
+      continue; // another stale mount may lie below it
+    }
+    if (errno == ENOENT) {
       for (size_t pos = mnt.find('/', 1); pos != std::string::npos; pos = mnt.find('/', pos + 1))
         ::mkdir(mnt.substr(0, pos).c_str(), 0755);
       if (::mkdir(mnt.c_str(), 0755) == -1 && errno != EEXIST)
         return fail("cannot create the mount point " + mnt + ": " + strerror(errno));
-    } else {
-      return fail("cannot use the mount point " + mnt + ": " + strerror(errno));
+      continue;
     }
+    return fail("cannot use the mount point " + mnt + ": " + strerror(errno));
   }
   std::ifstream mounts{"/proc/self/mounts"};
   std::string src, target, type, rest;
@@ -946,6 +948,7 @@ caf::error prepare_mount_point(const std::string& mnt) {
     if (target == mnt && type.rfind("fuse", 0) == 0 && type.find("litedrive") != std::string::npos)
       return fail(mnt + " is already a live litedrive mount: is another litedrive running?");
   }
+  struct stat st;
   if (::stat(mnt.c_str(), &st) == -1 || !S_ISDIR(st.st_mode))
     return fail("the mount point " + mnt + " is not a directory");
   return caf::none;
