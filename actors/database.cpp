@@ -23,12 +23,28 @@ void finished(self_ptr self, std::chrono::steady_clock::time_point started, bool
   st.max_latency_us = std::max(st.max_latency_us, us);
   if (!ok)
     ++st.failures;
-  if (--st.in_flight == 0 && st.closing)
+  if (--st.in_flight == 0 && st.closing) {
+    if (st.worker)
+      self->send_exit(st.worker, caf::exit_reason::user_shutdown);
     self->quit();
+  }
 }
 
 /// Forwards one request to the worker and answers the original sender when it is done, keeping
 /// the counters on the way. The worker's reply arrives as a message, so this actor never waits.
+/// The SQLite worker, spawned on first use. It dies with this actor (link), and this actor dies
+/// with a crashed worker, which the registry notices (monitor) and replaces on next use.
+sql_worker_actor& worker(self_ptr self) {
+  auto& st = self->state;
+  if (!st.worker) {
+    if (st.cfg.detached_workers)
+      st.worker = self->spawn<caf::detached + caf::linked>(sql_worker, st.loc, st.cfg);
+    else
+      st.worker = self->spawn<caf::linked>(sql_worker, st.loc, st.cfg);
+  }
+  return st.worker;
+}
+
 template <class... Ts>
 caf::result<std::string> forward(self_ptr self, Ts&&... xs) {
   auto& st = self->state;
@@ -36,7 +52,7 @@ caf::result<std::string> forward(self_ptr self, Ts&&... xs) {
   ++st.in_flight;
   auto started = std::chrono::steady_clock::now();
   auto rp = self->make_response_promise<std::string>();
-  self->request(st.worker, caf::infinite, std::forward<Ts>(xs)...)
+  self->request(worker(self), caf::infinite, std::forward<Ts>(xs)...)
     .then(
       [self, rp, started](std::string& answer) mutable {
         rp.deliver(std::move(answer));
@@ -70,7 +86,7 @@ void commit_next_group(self_ptr self) {
   ++st.groups;
   st.grouped_txns += n;
   auto started = std::chrono::steady_clock::now();
-  self->request(st.worker, caf::infinite, exec_atom_v, std::move(group))
+  self->request(worker(self), caf::infinite, exec_atom_v, std::move(group))
     .then(
       [self, promises, started](std::vector<txn_outcome>& outcomes) mutable {
         for (size_t i = 0; i < promises.size(); ++i) {
@@ -134,21 +150,12 @@ database_actor::behavior_type database(self_ptr self, db_location loc, settings 
   st.locks = std::make_unique<lock_table>(s.lock_wait_max);
   st.graph = graph ? std::move(graph) : std::make_shared<wait_graph>();
   st.opened_at = std::chrono::steady_clock::now();
-  // The worker dies with this actor (link), and this actor dies with a crashed worker, which
-  // the registry notices (monitor) and replaces on next use.
-  if (s.detached_workers)
-    st.worker = self->spawn<caf::detached + caf::linked>(sql_worker, loc, s);
-  else
-    st.worker = self->spawn<caf::linked>(sql_worker, loc, s);
   self->set_exit_handler([self](caf::exit_msg& msg) {
-    self->send_exit(self->state.worker, msg.reason);
+    if (self->state.worker)
+      self->send_exit(self->state.worker, msg.reason);
     self->quit(msg.reason);
   });
   st.self_id = self->id();
-  // Runs after the state is destroyed: touch nothing but what the functor holds.
-  self->attach_functor([worker = st.worker]() mutable {
-    caf::anon_send_exit(worker, caf::exit_reason::user_shutdown);
-  });
   spdlog::debug("database actor up for {}", loc.key);
   return {
     [self](exec_atom, sql_txn& txn) -> caf::result<std::string> {
@@ -164,13 +171,23 @@ database_actor::behavior_type database(self_ptr self, db_location loc, settings 
     [self](create_atom atm, bool init_kv) { return forward(self, atm, init_kv); },
     [self](stats_atom) -> caf::result<std::string> { return stats_json(self->state); },
     [self](idle_atom) -> caf::result<bool> {
-      // Held locks and waiters live only here: such a database is never idle.
-      return self->state.in_flight == 0 && self->state.locks->empty();
+      // Held locks and waiters live only here, and attached drive inodes send here directly:
+      // such a database is never idle.
+      auto& st = self->state;
+      return st.in_flight == 0 && st.locks->empty() && st.attached == 0;
     },
     [self](caf::close_atom) {
       self->state.closing = true;
-      if (self->state.in_flight == 0)
+      if (self->state.in_flight == 0) {
+        if (self->state.worker)
+          self->send_exit(self->state.worker, caf::exit_reason::user_shutdown);
         self->quit();
+      }
+    },
+    [self](attach_atom) { ++self->state.attached; },
+    [self](detach_atom) {
+      if (self->state.attached > 0)
+        --self->state.attached;
     },
     [self](lock_atom, lock_request& req, lock_reply_sink_ptr& sink) {
       on_setlk(self, req, std::move(sink));

@@ -27,7 +27,7 @@ struct database_state {
 
   db_location loc;
   settings cfg;
-  sql_worker_actor worker;
+  sql_worker_actor worker;  ///< spawned on the first SQL request: lock-only databases need none
   std::deque<queued_txn> queue;  ///< arrived while a group was being committed
   bool committing = false;       ///< a group is at the worker
   uint64_t groups = 0;           ///< group commits done
@@ -48,6 +48,10 @@ struct database_state {
   std::unordered_map<uint64_t, uint64_t> arrival;  ///< waiter id -> lock_seq
   bool tick_armed = false;
   caf::actor_id self_id = 0;
+  uint64_t attached = 0;  ///< drive inodes that cache this actor's handle
+  /// Interrupts that overtook their lock request (sent from another FUSE thread): the request
+  /// is answered EINTR when it arrives. Bounded; old entries are dropped first.
+  std::deque<uint64_t> early_interrupts;
 
   /// Runs when the actor is gone: every queued lock request's sink answers EAGAIN as it is
   /// destroyed (no process stays in fcntl()), and the wait-for graph forgets this table.

@@ -2,6 +2,8 @@
 // decisions are the lock table's; this file delivers its replies, keeps the wait-for graph
 // current and runs the wait-cap timer.
 
+#include <algorithm>
+
 #include <caf/all.hpp>
 #include <spdlog/spdlog.h>
 
@@ -72,6 +74,12 @@ void settle(database_self self, std::vector<lock_reply>& replies) {
 
 void on_setlk(database_self self, const lock_request& req, lock_reply_sink_ptr sink) {
   auto& st = self->state;
+  auto early = std::find(st.early_interrupts.begin(), st.early_interrupts.end(), req.id);
+  if (early != st.early_interrupts.end()) {
+    st.early_interrupts.erase(early);
+    sink->reply(EINTR);
+    return;
+  }
   std::vector<lock_reply> replies;
   auto now = std::chrono::steady_clock::now();
   auto answer = st.locks->setlk(req, now, replies);
@@ -90,6 +98,9 @@ void on_getlk(database_self self, const lock_request& req, const lock_reply_sink
 
 void on_flush(database_self self, uint64_t owner, file_role file, const lock_reply_sink_ptr& sink) {
   std::vector<lock_reply> replies;
+  // A process that closes the file has no business waiting for a lock on it any more; and a
+  // waiter killed before its interrupt reached us must not be granted a lock nobody releases.
+  self->state.locks->cancel_owner(owner, file, replies);
   self->state.locks->release_owner(owner, file, replies);
   settle(self, replies);
   sink->reply(0);
@@ -102,8 +113,17 @@ void on_release(database_self self, uint64_t fh) {
 }
 
 void on_interrupt(database_self self, uint64_t id) {
+  auto& st = self->state;
   std::vector<lock_reply> replies;
-  self->state.locks->interrupt(id, replies);
+  auto known = st.waiting.count(id) > 0;
+  st.locks->interrupt(id, replies);
+  if (!known) {
+    // Either already answered (a late interrupt: harmless) or not arrived yet (it overtook its
+    // request on another FUSE thread): remember it for a while.
+    st.early_interrupts.push_back(id);
+    if (st.early_interrupts.size() > 256)
+      st.early_interrupts.pop_front();
+  }
   settle(self, replies);
 }
 

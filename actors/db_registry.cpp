@@ -153,7 +153,12 @@ db_registry_actor::behavior_type db_registry(self_ptr self, settings s) {
     [self](caf::get_atom, db_location& loc) { return route(self, loc); },
     // -- the drive's lock traffic --
     [self](lock_atom atm, db_location& loc, lock_request& req, lock_reply_sink_ptr& sink) {
-      self->send(route(self, loc), atm, std::move(req), std::move(sink));
+      auto db = route(self, loc);
+      // The sender may cache the handle and send the file's later lock traffic straight to the
+      // database actor; `attach` (ahead of any idle question) keeps that actor alive meanwhile.
+      if (sink->learn_route(caf::actor_cast<caf::actor>(db)))
+        self->send(db, attach_atom_v);
+      self->send(db, atm, std::move(req), std::move(sink));
     },
     [self](getlk_atom atm, db_location& loc, lock_request& req, lock_reply_sink_ptr& sink) {
       if (auto db = existing(self, loc))

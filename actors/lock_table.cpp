@@ -318,6 +318,15 @@ void lock_table::remove_waiter(uint64_t id, int err, std::vector<lock_reply>& re
   }
 }
 
+void lock_table::cancel_owner(uint64_t owner, file_role file, std::vector<lock_reply>& replies) {
+  std::vector<uint64_t> ids;
+  for (const auto& w : queue_)
+    if (w.req.owner == owner && w.req.file == file)
+      ids.push_back(w.req.id);
+  for (auto id : ids)
+    remove_waiter(id, EAGAIN, replies);
+}
+
 void lock_table::interrupt(uint64_t id, std::vector<lock_reply>& replies) {
   auto before = replies.size();
   remove_waiter(id, EINTR, replies);

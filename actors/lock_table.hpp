@@ -52,6 +52,9 @@ public:
   /// hold (OFD locks; POSIX owners were cleaned at FLUSH already).
   void release_handle(uint64_t fh, std::vector<lock_reply>& replies);
 
+  /// Ends every wait of `owner` on `file` with EAGAIN (its process closed the file).
+  void cancel_owner(uint64_t owner, file_role file, std::vector<lock_reply>& replies);
+
   /// A signal interrupted the waiter: answers EINTR if it still waits.
   void interrupt(uint64_t id, std::vector<lock_reply>& replies);
 

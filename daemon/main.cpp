@@ -109,6 +109,7 @@ int main(int argc, char** argv) {
   // thread sends a message; CAF's default work stealing polls with sleeps of up to 10 ms, which
   // measured at ~25 ms added per SQLite transaction on the drive.
   sys_cfg.set("scheduler.policy", caf::atom("sharing"));
+  sys_cfg.set("scheduler.max-threads", std::max<size_t>(cfg.actor_threads, 1));
   int exit_code = 0;
   {
     caf::actor_system sys{sys_cfg};
@@ -123,7 +124,10 @@ int main(int argc, char** argv) {
       }
       mounted = std::move(*d);
     }
-    auto server = http_server::start(sys, registry, cfg);
+    std::function<std::string()> drive_counters;
+    if (mounted)
+      drive_counters = [d = mounted.get()] { return d->counters_json(); };
+    auto server = http_server::start(sys, registry, cfg, std::move(drive_counters));
     if (!server) {
       spdlog::critical("{}", view(server.error()).message);
       caf::anon_send_exit(registry, caf::exit_reason::user_shutdown);

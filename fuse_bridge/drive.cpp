@@ -34,9 +34,11 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include <array>
 #include <atomic>
 #include <cerrno>
 #include <climits>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <sstream>
@@ -45,6 +47,7 @@
 #include <optional>
 #include <shared_mutex>
 #include <thread>
+#include <unordered_map>
 #include <vector>
 
 #include <caf/all.hpp>
@@ -58,6 +61,18 @@ namespace {
 
 // == 1. inodes and handles ========================================================================
 
+/// The database actor that holds a file's locks, once the registry told us: later lock traffic
+/// for the file goes straight to it.
+struct route_slot {
+  std::mutex mtx;
+  database_actor handle;
+
+  database_actor get() {
+    std::lock_guard<std::mutex> guard{mtx};
+    return handle;
+  }
+};
+
 /// One backing inode the kernel knows (nlookup > 0). Its address is the FUSE node id.
 struct inode {
   int fd = -1;  ///< O_PATH descriptor of the backing inode
@@ -69,6 +84,7 @@ struct inode {
   std::optional<db_location> route;
   file_role role = file_role::main;
   std::atomic<bool> locked{false};  ///< lock traffic happened: FLUSH/RELEASE must follow it
+  std::shared_ptr<route_slot> slot = std::make_shared<route_slot>();
 };
 
 struct file_handle {
@@ -85,6 +101,33 @@ struct reply_gate {
   bool open = true;
 };
 
+class fuse_lock_sink;
+
+/// Lock requests that may still be interrupted, by request. libfuse may call the interrupt
+/// callback concurrently with (or just after) our reply, so the callback must never hold a
+/// pointer into a sink: it looks the request up here, under the mutex, and takes a strong
+/// reference; a reply removes its entry before it answers the kernel.
+struct interrupt_table {
+  std::mutex mtx;
+  std::unordered_map<fuse_req_t, std::weak_ptr<fuse_lock_sink>> pending;
+
+  void add(fuse_req_t req, const std::shared_ptr<fuse_lock_sink>& sink) {
+    std::lock_guard<std::mutex> guard{mtx};
+    pending[req] = sink;
+  }
+
+  void remove(fuse_req_t req) {
+    std::lock_guard<std::mutex> guard{mtx};
+    pending.erase(req);
+  }
+
+  std::shared_ptr<fuse_lock_sink> find(fuse_req_t req) {
+    std::lock_guard<std::mutex> guard{mtx};
+    auto i = pending.find(req);
+    return i == pending.end() ? nullptr : i->second.lock();
+  }
+};
+
 struct dir_handle {
   std::mutex mtx;
   DIR* dp = nullptr;
@@ -94,7 +137,17 @@ struct dir_handle {
 
 } // namespace
 
+/// Requests served per operation (relaxed atomics: statistics, not synchronization).
+enum op_id : int {
+  op_lookup, op_getattr, op_setattr, op_open, op_create, op_read, op_write, op_flush, op_release,
+  op_fsync, op_unlink, op_getlk, op_setlk, op_other, op_count
+};
+constexpr const char* op_names[op_count] = {
+  "lookup", "getattr", "setattr", "open", "create", "read", "write", "flush", "release",
+  "fsync", "unlink", "getlk", "setlk", "other"};
+
 struct drive::impl {
+  std::array<std::atomic<uint64_t>, op_count> ops{};
   settings cfg;
   db_registry_actor registry;
   double timeout = 1.0;
@@ -104,6 +157,7 @@ struct drive::impl {
   std::atomic<uint64_t> next_lock_id{1};
   fuse_session* session = nullptr;
   std::shared_ptr<reply_gate> gate = std::make_shared<reply_gate>();
+  std::shared_ptr<interrupt_table> interrupts = std::make_shared<interrupt_table>();
   std::thread loop;
   std::atomic<bool> mounted{false};
   std::atomic<bool> loop_done{false};
@@ -176,6 +230,8 @@ void forget_one(drive::impl& st, fuse_ino_t ino, uint64_t n) {
   std::lock_guard<std::mutex> guard{st.table_mtx};
   node->nlookup = n >= node->nlookup ? 0 : node->nlookup - n;
   if (node->nlookup == 0) {
+    if (auto db = node->slot->get())
+      caf::anon_send(db, detach_atom_v); // the database may close once nobody routes to it
     close(node->fd);
     st.inodes.erase(std::make_pair(node->dev, node->ino));
   }
@@ -214,8 +270,23 @@ public:
 /// left in fcntl() forever.
 class fuse_lock_sink final : public lock_reply_sink {
 public:
-  fuse_lock_sink(fuse_req_t req, int fallback)
-    : req_(req), fallback_(fallback), gate_(state(req).gate) {}
+  fuse_lock_sink(fuse_req_t req, int fallback, std::shared_ptr<route_slot> slot = nullptr)
+    : req_(req), fallback_(fallback), gate_(state(req).gate), slot_(std::move(slot)) {}
+
+  /// Makes the request interruptible (F_SETLK/F_SETLKW waits).
+  void watch_interrupts(std::shared_ptr<interrupt_table> table) {
+    interrupts_ = std::move(table);
+  }
+
+  bool learn_route(const caf::actor& database) override {
+    if (!slot_)
+      return false;
+    std::lock_guard<std::mutex> guard{slot_->mtx};
+    if (slot_->handle)
+      return false; // another request of the same file got here first
+    slot_->handle = caf::actor_cast<database_actor>(database);
+    return true;
+  }
 
   ~fuse_lock_sink() override {
     reply(fallback_);
@@ -224,6 +295,8 @@ public:
   void reply(int err) override {
     if (done_.exchange(true))
       return;
+    if (interrupts_)
+      interrupts_->remove(req_); // before the reply frees the request
     std::shared_lock<std::shared_mutex> guard{gate_->mtx};
     if (gate_->open)
       fuse_reply_err(req_, err);
@@ -252,11 +325,14 @@ public:
   db_registry_actor registry;
   db_location loc;
   uint64_t id = 0;
+  std::shared_ptr<route_slot> slot;
 
 private:
   fuse_req_t req_;
   int fallback_;
   std::shared_ptr<reply_gate> gate_;
+  std::shared_ptr<route_slot> slot_;
+  std::shared_ptr<interrupt_table> interrupts_;
   std::atomic<bool> done_{false};
 };
 
@@ -307,10 +383,16 @@ bool hot_journal_exists(const db_location& loc) {
   return ::stat((loc.key + "-journal").c_str(), &st) == 0 && st.st_size > 0;
 }
 
-void on_interrupt(fuse_req_t, void* data) {
-  // Called by libfuse with the request's lock held: only send, never wait.
-  auto* sink = static_cast<fuse_lock_sink*>(data);
-  caf::anon_send(sink->registry, interrupt_atom_v, sink->loc, sink->id);
+void on_interrupt(fuse_req_t req, void* data) {
+  // Called by libfuse with the request's lock held: only send, never wait. `data` is the
+  // interrupt table (alive as long as the session); the sink may already be answered and gone.
+  auto sink = static_cast<interrupt_table*>(data)->find(req);
+  if (!sink)
+    return;
+  if (auto db = sink->slot->get())
+    caf::anon_send(db, interrupt_atom_v, sink->id);
+  else
+    caf::anon_send(sink->registry, interrupt_atom_v, sink->loc, sink->id);
 }
 
 bool build_request(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi, const struct flock* fl,
@@ -357,6 +439,7 @@ void do_init(void* userdata, fuse_conn_info* conn) {
 }
 
 void do_lookup_op(fuse_req_t req, fuse_ino_t parent, const char* name) {
+  state(req).ops[op_lookup].fetch_add(1, std::memory_order_relaxed);
   fuse_entry_param e;
   int err = do_lookup(req, parent, name, &e);
   if (err == ENOENT) {
@@ -372,6 +455,7 @@ void do_lookup_op(fuse_req_t req, fuse_ino_t parent, const char* name) {
 }
 
 void do_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup) {
+  state(req).ops[op_other].fetch_add(1, std::memory_order_relaxed);
   forget_one(state(req), ino, nlookup);
   fuse_reply_none(req);
 }
@@ -383,6 +467,7 @@ void do_forget_multi(fuse_req_t req, size_t count, fuse_forget_data* forgets) {
 }
 
 void do_getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  state(req).ops[op_getattr].fetch_add(1, std::memory_order_relaxed);
   struct stat buf;
   int res = fi ? fstat(get_handle(fi).fd, &buf)
                : fstatat(inode_fd(req, ino), "", &buf, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW);
@@ -392,6 +477,7 @@ void do_getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
 }
 
 void do_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int valid, fuse_file_info* fi) {
+  state(req).ops[op_setattr].fetch_add(1, std::memory_order_relaxed);
   int ifd = inode_fd(req, ino);
   auto procname = proc_path(ifd);
   int res = 0;
@@ -433,6 +519,7 @@ void do_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int valid, fu
 }
 
 void do_readlink(fuse_req_t req, fuse_ino_t ino) {
+  state(req).ops[op_other].fetch_add(1, std::memory_order_relaxed);
   char buf[PATH_MAX + 1];
   auto n = readlinkat(inode_fd(req, ino), "", buf, sizeof(buf));
   if (n == -1)
@@ -478,11 +565,13 @@ void do_mkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode) 
 }
 
 void do_unlink(fuse_req_t req, fuse_ino_t parent, const char* name) {
+  state(req).ops[op_unlink].fetch_add(1, std::memory_order_relaxed);
   int res = unlinkat(inode_fd(req, parent), name, 0);
   fuse_reply_err(req, res == -1 ? errno : 0);
 }
 
 void do_rmdir(fuse_req_t req, fuse_ino_t parent, const char* name) {
+  state(req).ops[op_other].fetch_add(1, std::memory_order_relaxed);
   int res = unlinkat(inode_fd(req, parent), name, AT_REMOVEDIR);
   fuse_reply_err(req, res == -1 ? errno : 0);
 }
@@ -551,6 +640,7 @@ void fill_open_reply(drive::impl& st, fuse_file_info* fi, int fd, inode* node) {
 }
 
 void do_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  state(req).ops[op_open].fetch_add(1, std::memory_order_relaxed);
   auto& st = state(req);
   int flags = backing_flags(fi->flags);
   if (st.cfg.drive_writeback_cache && (flags & O_ACCMODE) == O_WRONLY)
@@ -563,6 +653,7 @@ void do_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
 }
 
 void do_read(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info* fi) {
+  state(req).ops[op_read].fetch_add(1, std::memory_order_relaxed);
   fuse_bufvec buf = FUSE_BUFVEC_INIT(size);
   buf.buf[0].flags = static_cast<fuse_buf_flags>(FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK);
   buf.buf[0].fd = get_handle(fi).fd;
@@ -571,6 +662,7 @@ void do_read(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info*
 }
 
 void do_write_buf(fuse_req_t req, fuse_ino_t, fuse_bufvec* in_buf, off_t off, fuse_file_info* fi) {
+  state(req).ops[op_write].fetch_add(1, std::memory_order_relaxed);
   fuse_bufvec out = FUSE_BUFVEC_INIT(fuse_buf_size(in_buf));
   out.buf[0].flags = static_cast<fuse_buf_flags>(FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK);
   out.buf[0].fd = get_handle(fi).fd;
@@ -583,6 +675,7 @@ void do_write_buf(fuse_req_t req, fuse_ino_t, fuse_bufvec* in_buf, off_t off, fu
 }
 
 void do_flush(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  state(req).ops[op_flush].fetch_add(1, std::memory_order_relaxed);
   auto& h = get_handle(fi);
   // close() of a dup reports delayed write errors of the backing file system, like close would.
   int res = close(dup(h.fd));
@@ -596,17 +689,24 @@ void do_flush(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   if (!route_of(state(req), node, loc, role))
     return (void) fuse_reply_err(req, err);
   auto sink = std::make_shared<fuse_lock_sink>(req, 0);
-  caf::anon_send(state(req).registry, caf::flush_atom_v, std::move(loc),
-                 static_cast<uint64_t>(fi->lock_owner), role, lock_reply_sink_ptr{sink});
+  auto owner = static_cast<uint64_t>(fi->lock_owner);
+  if (auto db = node.slot->get())
+    caf::anon_send(db, caf::flush_atom_v, owner, role, lock_reply_sink_ptr{sink});
+  else
+    caf::anon_send(state(req).registry, caf::flush_atom_v, std::move(loc), owner, role,
+                   lock_reply_sink_ptr{sink});
 }
 
 void do_release(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  state(req).ops[op_release].fetch_add(1, std::memory_order_relaxed);
   auto* h = &get_handle(fi);
   auto& node = get_inode(req, ino);
   if (node.locked) {
     db_location loc;
     file_role role;
-    if (route_of(state(req), node, loc, role))
+    if (auto db = node.slot->get())
+      caf::anon_send(db, release_atom_v, static_cast<uint64_t>(fi->fh));
+    else if (route_of(state(req), node, loc, role))
       caf::anon_send(state(req).registry, release_atom_v, std::move(loc),
                      static_cast<uint64_t>(fi->fh));
   }
@@ -616,12 +716,14 @@ void do_release(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
 }
 
 void do_fsync(fuse_req_t req, fuse_ino_t, int datasync, fuse_file_info* fi) {
+  state(req).ops[op_fsync].fetch_add(1, std::memory_order_relaxed);
   int fd = get_handle(fi).fd;
   int res = datasync ? fdatasync(fd) : fsync(fd);
   fuse_reply_err(req, res == -1 ? errno : 0);
 }
 
 void do_opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  state(req).ops[op_other].fetch_add(1, std::memory_order_relaxed);
   int fd = openat(inode_fd(req, ino), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd == -1)
     return (void) fuse_reply_err(req, errno);
@@ -644,11 +746,14 @@ bool is_dot_or_dotdot(const char* name) {
 void read_dir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset, fuse_file_info* fi,
               bool plus) {
   auto* d = reinterpret_cast<dir_handle*>(fi->fh);
-  std::lock_guard<std::mutex> guard{d->mtx};
   std::vector<char> buf(size);
   char* p = buf.data();
   size_t rem = size;
   int err = 0;
+  // The answer is built under the handle's lock and sent after it is released: once the kernel
+  // has the reply, the application may close the directory and RELEASEDIR may free `d` on
+  // another thread, so nothing may touch `d` after fuse_reply_*.
+  std::unique_lock<std::mutex> guard{d->mtx};
   if (offset != d->offset) {
     seekdir(d->dp, offset);
     d->entry = nullptr;
@@ -702,6 +807,7 @@ void read_dir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset, fuse_fi
     d->entry = nullptr;
     d->offset = next;
   }
+  guard.unlock();
   // An error after some entries were stored cannot be reported without breaking the lookup
   // counts of those entries: answer what we have.
   if (err && rem == size)
@@ -726,12 +832,14 @@ void do_releasedir(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
 }
 
 void do_fsyncdir(fuse_req_t req, fuse_ino_t, int datasync, fuse_file_info* fi) {
+  state(req).ops[op_other].fetch_add(1, std::memory_order_relaxed);
   int fd = dirfd(reinterpret_cast<dir_handle*>(fi->fh)->dp);
   int res = datasync ? fdatasync(fd) : fsync(fd);
   fuse_reply_err(req, res == -1 ? errno : 0);
 }
 
 void do_statfs(fuse_req_t req, fuse_ino_t ino) {
+  state(req).ops[op_other].fetch_add(1, std::memory_order_relaxed);
   struct statvfs buf;
   if (fstatvfs(inode_fd(req, ino), &buf) == -1)
     return (void) fuse_reply_err(req, errno);
@@ -782,6 +890,7 @@ void do_removexattr(fuse_req_t req, fuse_ino_t ino, const char* name) {
 void do_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
                fuse_file_info* fi) {
   auto& st = state(req);
+  st.ops[op_create].fetch_add(1, std::memory_order_relaxed);
   int flags = backing_flags(fi->flags) | O_CREAT;
   if (fi->flags & O_EXCL)
     flags |= O_EXCL;
@@ -808,31 +917,43 @@ void do_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
 }
 
 void do_getlk(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi, struct flock* fl) {
+  state(req).ops[op_getlk].fetch_add(1, std::memory_order_relaxed);
   lock_request r;
   db_location loc;
   if (!build_request(req, ino, fi, fl, r, loc))
     return (void) fuse_reply_err(req, ENOLCK);
   auto sink = std::make_shared<fuse_lock_sink>(req, ENOLCK);
-  caf::anon_send(state(req).registry, getlk_atom_v, std::move(loc), r, lock_reply_sink_ptr{sink});
+  if (auto db = get_inode(req, ino).slot->get())
+    caf::anon_send(db, getlk_atom_v, r, lock_reply_sink_ptr{sink});
+  else
+    caf::anon_send(state(req).registry, getlk_atom_v, std::move(loc), r, lock_reply_sink_ptr{sink});
 }
 
 void do_setlk(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi, struct flock* fl, int sleep) {
+  state(req).ops[op_setlk].fetch_add(1, std::memory_order_relaxed);
   auto& st = state(req);
   lock_request r;
   db_location loc;
   if (!build_request(req, ino, fi, fl, r, loc))
     return (void) fuse_reply_err(req, ENOLCK);
   r.sleep = sleep != 0;
-  auto sink = std::make_shared<fuse_lock_sink>(req, EAGAIN);
+  auto& slot = get_inode(req, ino).slot;
+  auto sink = std::make_shared<fuse_lock_sink>(req, EAGAIN, slot);
   sink->registry = st.registry;
   sink->loc = loc;
   sink->id = r.id;
+  sink->slot = slot;
   // Register before sending; libfuse calls the function at once if a signal already came, and
   // the waiter is identified by id, so a late interrupt after the grant is harmless.
-  fuse_req_interrupt_func(req, on_interrupt, sink.get());
+  sink->watch_interrupts(st.interrupts);
+  st.interrupts->add(req, sink);
+  fuse_req_interrupt_func(req, on_interrupt, st.interrupts.get());
   if (fuse_req_interrupted(req))
     return sink->reply(EINTR);
-  caf::anon_send(st.registry, lock_atom_v, std::move(loc), r, lock_reply_sink_ptr{sink});
+  if (auto db = slot->get())
+    caf::anon_send(db, lock_atom_v, r, lock_reply_sink_ptr{sink});
+  else
+    caf::anon_send(st.registry, lock_atom_v, std::move(loc), r, lock_reply_sink_ptr{sink});
 }
 
 void do_fallocate(fuse_req_t req, fuse_ino_t, int mode, off_t offset, off_t length,
@@ -1061,13 +1182,35 @@ caf::expected<std::unique_ptr<drive>> drive::mount(const settings& s, db_registr
   return std::unique_ptr<drive>(new drive(std::move(p)));
 }
 
+std::string drive::counters_json() const {
+  std::string out = "{";
+  uint64_t total = 0;
+  for (int i = 0; i < op_count; ++i) {
+    auto n = impl_->ops[i].load(std::memory_order_relaxed);
+    total += n;
+    out += "\"";
+    out += op_names[i];
+    out += "\":";
+    out += std::to_string(n);
+    out += ',';
+  }
+  out += "\"total\":" + std::to_string(total) + "}";
+  return out;
+}
+
 void drive::unmount() {
   if (!impl_ || !impl_->mounted.exchange(false))
     return;
   fuse_session_exit(impl_->session);
-  // Unmounting makes the loop's blocking reads fail, so its threads end; but a lazy unmount
-  // keeps the connection while some process still has a file open on the drive.
-  fuse_session_unmount(impl_->session);
+  // Detach the mount WITHOUT closing /dev/fuse (fuse_session_unmount would close it under the
+  // feet of workers still replying): once nothing uses the drive the kernel ends the
+  // connection, the workers' reads fail with ENODEV and they leave the loop on their own.
+  if (umount2(impl_->cfg.mount.c_str(), MNT_DETACH) == -1) {
+    // Not root: fusermount3 may detach a user's own FUSE mount.
+    std::string cmd = "fusermount3 -u -z '" + impl_->cfg.mount + "' 2>/dev/null";
+    if (std::system(cmd.c_str()) != 0)
+      spdlog::warn("cannot detach {}: {}", impl_->cfg.mount, strerror(errno));
+  }
   auto wait_for_loop = [this](std::chrono::milliseconds limit) {
     auto deadline = std::chrono::steady_clock::now() + limit;
     while (!impl_->loop_done && std::chrono::steady_clock::now() < deadline)
@@ -1075,6 +1218,7 @@ void drive::unmount() {
     return impl_->loop_done.load();
   };
   if (!wait_for_loop(std::chrono::milliseconds{1500})) {
+    // Processes still hold files open on the detached drive, which keeps the connection up.
     spdlog::warn("files are still open on the drive: aborting the FUSE connection (their users "
                  "get ENOTCONN)");
     abort_connection(impl_->connection);
@@ -1088,6 +1232,8 @@ void drive::unmount() {
   }
   if (impl_->loop.joinable())
     impl_->loop.join();
+  // The loop is over: now the session's descriptor can go (the mount is already detached).
+  fuse_session_unmount(impl_->session);
   {
     std::unique_lock<std::shared_mutex> guard{impl_->gate->mtx};
     impl_->gate->open = false;

@@ -25,6 +25,9 @@ public:
   /// Unmounts (lazily if files are still open) and waits for the FUSE threads. Idempotent.
   void unmount();
 
+  /// Requests served so far, by operation, as a JSON object (for /health and the benchmarks).
+  std::string counters_json() const;
+
   struct impl;
 
 private:

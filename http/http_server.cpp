@@ -127,6 +127,7 @@ struct context {
   db_registry_actor registry;
   caf::actor bridge;
   settings cfg;
+  std::function<std::string()> drive_counters;
   std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
   std::atomic<uint64_t> requests{0};
 };
@@ -238,6 +239,8 @@ void handle_health(context& ctx, const request_handle& req) {
     json_out::string(out, ctx.cfg.mount);
   else
     out += "null";
+  out += ",\"drive_requests\":";
+  out += ctx.drive_counters ? ctx.drive_counters() : std::string{"null"};
   out += '}';
   reply_ok(req, std::move(out));
 }
@@ -341,10 +344,11 @@ void http_server::stop() {
   caf::anon_send_exit(impl_->ctx.bridge, caf::exit_reason::user_shutdown);
 }
 
-caf::expected<std::unique_ptr<http_server>> http_server::start(caf::actor_system& sys,
-                                                              db_registry_actor registry,
-                                                              const settings& s) {
+caf::expected<std::unique_ptr<http_server>>
+http_server::start(caf::actor_system& sys, db_registry_actor registry, const settings& s,
+                   std::function<std::string()> drive_counters) {
   auto p = std::make_unique<impl>();
+  p->ctx.drive_counters = std::move(drive_counters);
   p->ctx.sys = &sys;
   p->ctx.registry = std::move(registry);
   p->ctx.bridge = sys.spawn(http_bridge);

@@ -6,7 +6,9 @@
 // never touch SQLite and never block an I/O thread. Replies are sent from a CAF thread.
 
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <string>
 
 #include <caf/actor_system.hpp>
 #include <caf/expected.hpp>
@@ -19,9 +21,10 @@ namespace litedrive {
 class http_server {
 public:
   /// Binds and starts serving; fails with a message when the address cannot be bound.
-  static caf::expected<std::unique_ptr<http_server>> start(caf::actor_system& sys,
-                                                           db_registry_actor registry,
-                                                           const settings& s);
+  /// `drive_counters` (may be empty) answers the drive's request counters as JSON for /health.
+  static caf::expected<std::unique_ptr<http_server>>
+  start(caf::actor_system& sys, db_registry_actor registry, const settings& s,
+        std::function<std::string()> drive_counters = {});
   ~http_server();
 
   /// The bound port (the picked one when the configured port is 0).

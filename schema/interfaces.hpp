@@ -37,6 +37,8 @@ CAF_BEGIN_TYPE_ID_BLOCK(litedrive, caf::first_custom_type_id)
   CAF_ADD_ATOM(litedrive, litedrive, interrupt_atom, "interrupt")
   CAF_ADD_ATOM(litedrive, litedrive, deadlock_atom, "deadlock")
   CAF_ADD_ATOM(litedrive, litedrive, locks_atom, "locks")
+  CAF_ADD_ATOM(litedrive, litedrive, attach_atom, "attach")
+  CAF_ADD_ATOM(litedrive, litedrive, detach_atom, "detach")
 CAF_END_TYPE_ID_BLOCK(litedrive)
 
 namespace litedrive {
@@ -78,6 +80,10 @@ using database_actor = sql_actor::extend<
   // A signal interrupted waiter N (EINTR), or the wait-for graph chose it as deadlock victim.
   caf::reacts_to<interrupt_atom, uint64_t>,
   caf::reacts_to<deadlock_atom, uint64_t>,
+  // A drive inode caches this actor's handle (attach) or forgot it (detach): while any is
+  // attached the database is never closed as idle.
+  caf::reacts_to<attach_atom>,
+  caf::reacts_to<detach_atom>,
   // Self-sent while lock requests wait: enforces the wait cap.
   caf::reacts_to<caf::tick_atom>,
   // Holders, waiters and counters as JSON (GET /api/v1/sqlite/locks).

@@ -7,6 +7,8 @@
 #include <memory>
 #include <optional>
 
+#include <caf/actor.hpp>
+
 namespace litedrive {
 
 // -- SQLite's unix VFS lock bytes ---------------------------------------------------------------
@@ -76,6 +78,12 @@ public:
   virtual void reply(int err) = 0;
   /// F_GETLK.
   virtual void reply_getlk(const getlk_answer& answer) = 0;
+  /// The registry tells the sender which actor holds this database's locks, so that later
+  /// requests for the same file can skip the registry. Returns true if the sender keeps the
+  /// handle (it then sends `detach` to that actor when it lets go). Default: not interested.
+  virtual bool learn_route(const caf::actor& database) {
+    return false;
+  }
 };
 
 using lock_reply_sink_ptr = std::shared_ptr<lock_reply_sink>;

@@ -42,6 +42,8 @@ struct settings {
   std::chrono::milliseconds attr_timeout{1000};  ///< kernel attribute/entry cache time
 
   // -- actors -----------------------------------------------------------------
+  size_t actor_threads = 1;  ///< CAF scheduler threads; 1 measured best on 2 cores (fewer
+                             ///< cross-CPU wakeups per lock request), SQLite runs on its own
   bool detached_workers = true;            ///< SQLite work on its own thread (tests: false)
   std::chrono::milliseconds idle_close{std::chrono::minutes{5}};  ///< close idle databases
 

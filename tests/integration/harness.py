@@ -69,6 +69,9 @@ class Daemon:
             raise RuntimeError("litedrive did not stop on SIGTERM:\n" + self.read_log())
         self.proc = None
         self.log.close()
+        if code != 0:
+            import sys
+            sys.stderr.write(f"\n--- litedrive exited with {code}; its log:\n{self.read_log()[-4000:]}\n")
         return code
 
     def kill9(self):
