@@ -108,7 +108,17 @@ int main(int argc, char** argv) {
   // Work sharing wakes an idle worker through a condition variable the moment a FUSE or HTTP
   // thread sends a message; CAF's default work stealing polls with sleeps of up to 10 ms, which
   // measured at ~25 ms added per SQLite transaction on the drive.
-  sys_cfg.set("scheduler.policy", caf::atom("sharing"));
+  if (cfg.actor_scheduler == "spinning") {
+    // Poll without sleeping for a while after each job, then sleep 50 us between polls, then
+    // 1 ms: lock requests of a busy database find a worker awake.
+    sys_cfg.set("scheduler.policy", caf::atom("stealing"));
+    sys_cfg.set("work-stealing.aggressive-poll-attempts", size_t{20000});
+    sys_cfg.set("work-stealing.moderate-poll-attempts", size_t{200});
+    sys_cfg.set("work-stealing.moderate-sleep-duration", caf::timespan{std::chrono::microseconds{50}});
+    sys_cfg.set("work-stealing.relaxed-sleep-duration", caf::timespan{std::chrono::milliseconds{1}});
+  } else {
+    sys_cfg.set("scheduler.policy", caf::atom("sharing"));
+  }
   sys_cfg.set("scheduler.max-threads", std::max<size_t>(cfg.actor_threads, 1));
   int exit_code = 0;
   {

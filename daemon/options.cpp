@@ -96,7 +96,7 @@ const std::vector<option_def>& option_table() {
        std::snprintf(buf, sizeof(buf), "%04o", o.cfg.store_mode);
        return std::string{buf};
      }},
-    {"mount", "DIR", "where the FUSE drive appears (empty: no drive)",
+    {"mount", "DIR", "where the FUSE drive appears (--mount= with nothing: no drive)",
      [](options& o, const std::string& v) { o.cfg.mount = v; return caf::error{}; },
      [](const options& o) { return o.cfg.mount; }},
     {"http", "HOST:PORT", "HTTP listen address; port 0 picks a free port and logs it",
@@ -167,6 +167,14 @@ const std::vector<option_def>& option_table() {
     {"attr-timeout-ms", "MS", "how long the kernel caches entries and attributes of the drive",
      [](options& o, const std::string& v) { return parse_ms("attr-timeout-ms", v, o.cfg.attr_timeout); },
      [](const options& o) { return std::to_string(o.cfg.attr_timeout.count()); }},
+    {"actor-scheduler", "POLICY", "sharing (sleep when idle) or spinning (poll ~2 ms before sleeping)",
+     [](options& o, const std::string& v) {
+       if (v != "sharing" && v != "spinning")
+         return bad("--actor-scheduler must be sharing or spinning");
+       o.cfg.actor_scheduler = v;
+       return caf::error{};
+     },
+     [](const options& o) { return o.cfg.actor_scheduler; }},
     {"actor-threads", "N", "CAF scheduler threads (SQLite and FUSE have their own)",
      [](options& o, const std::string& v) { return parse_number("actor-threads", v, o.cfg.actor_threads); },
      [](const options& o) { return std::to_string(o.cfg.actor_threads); }},

@@ -13,7 +13,7 @@ struct settings {
   // -- locations --------------------------------------------------------------
   std::string store = "/var/lib/litedrive/store";  ///< backing directory
   unsigned store_mode = 01777;  ///< mode of the store when litedrive creates it (shared, sticky)
-  std::string mount = "";                          ///< FUSE mount point ("" = no mount)
+  std::string mount = "/hoody/databases";          ///< FUSE mount point ("" = no drive)
   bool allow_any_absolute_db_path = false;         ///< accept `?db=/abs/path.db`
   bool open_through_mount = false;  ///< set at start-up once the mount is up: litedrive opens
                                     ///< its own databases through it (one cache, one lock table)
@@ -42,6 +42,9 @@ struct settings {
   std::chrono::milliseconds attr_timeout{1000};  ///< kernel attribute/entry cache time
 
   // -- actors -----------------------------------------------------------------
+  /// "sharing": idle CAF workers sleep on a condition variable (no CPU when idle, a thread
+  /// wake-up per message); "spinning": work stealing that polls for a while before sleeping.
+  std::string actor_scheduler = "sharing";
   size_t actor_threads = 1;  ///< CAF scheduler threads; 1 measured best on 2 cores (fewer
                              ///< cross-CPU wakeups per lock request), SQLite runs on its own
   bool detached_workers = true;            ///< SQLite work on its own thread (tests: false)

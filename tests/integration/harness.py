@@ -34,8 +34,8 @@ class Daemon:
             os.unlink(port_file)
         cmd = [BIN, f"--store={self.store}", "--http=127.0.0.1:0", f"--port-file={port_file}",
                "--log-level=info"] + self.args
-        if self.mount:
-            cmd.append(f"--mount={self.mount}")
+        # An explicit empty --mount= runs without the drive (the embedded default mounts one).
+        cmd.append(f"--mount={self.mount or ''}")
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout

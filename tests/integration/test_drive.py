@@ -413,6 +413,46 @@ class KilledWaiter(DriveTestCase):
         con.close()
 
 
+READONLY_READER = r"""
+import sqlite3, sys, time
+con = sqlite3.connect("file:" + sys.argv[1] + "?mode=ro", uri=True, timeout=0)
+t = time.perf_counter()
+n = con.execute("SELECT count(*) FROM t").fetchone()[0]
+print(n, round(time.perf_counter() - t, 3), flush=True)
+"""
+
+
+class ReadOnlyReaders(DriveTestCase):
+    """Read-only connections are exempt from transaction serialization."""
+
+    def check(self, journal):
+        path = os.path.join(self.mnt, f"ro-{journal}.db")
+        create_table(path, journal)
+        con = sqlite3.connect(path, isolation_level=None)
+        con.execute("INSERT INTO t (w, i) VALUES (1, 1)")
+        con.close()
+        # A writer in the middle of a transaction (RESERVED in rollback mode, the WAL write lock).
+        holder = subprocess.Popen([sys.executable, "-c", HOLDER, path, "7"], stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, text=True)
+        self.assertEqual(holder.stdout.readline().strip(), "holding")
+        reader = subprocess.run([sys.executable, "-c", READONLY_READER, path], capture_output=True,
+                                text=True, timeout=20)
+        self.assertEqual(reader.returncode, 0, reader.stderr)
+        count, seconds = reader.stdout.split()
+        self.assertEqual(int(count), 1)        # the committed state, not the open transaction
+        self.assertLess(float(seconds), 1.0)   # read at once, not after the writer
+        holder.stdin.write("\n")
+        holder.stdin.flush()
+        self.assertEqual(holder.stdout.readline().strip(), "done")
+        holder.wait(timeout=5)
+
+    def test_rollback_readonly_reader_reads_during_a_write_transaction(self):
+        self.check("delete")
+
+    def test_wal_readonly_reader_reads_during_a_write_transaction(self):
+        self.check("wal")
+
+
 class WaitCap(unittest.TestCase):
     def test_an_idle_transaction_holds_others_back_only_until_the_cap(self):
         d = mounted_daemon("--lock-wait-max-ms=700")
