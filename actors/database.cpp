@@ -65,6 +65,15 @@ caf::result<std::string> forward(self_ptr self, Ts&&... xs) {
   return rp;
 }
 
+/// Re-arms the expiry sweep of the KV store.
+void arm_sweep(self_ptr self) {
+  auto& st = self->state;
+  if (st.sweep_armed || st.cfg.kv_sweep.count() == 0)
+    return;
+  st.sweep_armed = true;
+  self->delayed_send(self, st.cfg.kv_sweep, sweep_atom_v);
+}
+
 /// Group commit: everything that queued up while the previous group was at the worker goes to
 /// it as the next group (up to group_commit_max transactions), so one fsync serves them all.
 /// Each request is answered only after its group committed.
@@ -73,12 +82,13 @@ void commit_next_group(self_ptr self) {
   if (st.committing || st.queue.empty())
     return;
   auto n = std::min(st.queue.size(), std::max<size_t>(st.cfg.group_commit_max, 1));
-  std::vector<sql_txn> group;
-  std::vector<caf::typed_response_promise<std::string>> promises;
+  std::vector<db_op> group;
+  using promise_type = decltype(database_state::queued_op::promise);
+  std::vector<promise_type> promises;
   group.reserve(n);
   promises.reserve(n);
   for (size_t i = 0; i < n; ++i) {
-    group.push_back(std::move(st.queue.front().txn));
+    group.push_back(std::move(st.queue.front().op));
     promises.push_back(std::move(st.queue.front().promise));
     st.queue.pop_front();
   }
@@ -88,15 +98,22 @@ void commit_next_group(self_ptr self) {
   auto started = std::chrono::steady_clock::now();
   self->request(worker(self), caf::infinite, exec_atom_v, std::move(group))
     .then(
-      [self, promises, started](std::vector<txn_outcome>& outcomes) mutable {
+      [self, promises, started](std::vector<op_outcome>& outcomes) mutable {
         for (size_t i = 0; i < promises.size(); ++i) {
           bool ok = i < outcomes.size() && !outcomes[i].error;
-          if (ok)
-            promises[i].deliver(std::move(outcomes[i].answer));
-          else if (i < outcomes.size())
-            promises[i].deliver(std::move(outcomes[i].error));
-          else
-            promises[i].deliver(make_error(errc::internal_error, "missing group outcome"));
+          std::visit(
+            [&](auto& rp) {
+              if (i >= outcomes.size())
+                rp.deliver(make_error(errc::internal_error, "missing group outcome"));
+              else if (!ok)
+                rp.deliver(std::move(outcomes[i].error));
+              else if constexpr (std::is_same_v<std::decay_t<decltype(rp)>,
+                                                caf::typed_response_promise<std::string>>)
+                rp.deliver(std::move(outcomes[i].answer.body));
+              else
+                rp.deliver(std::move(outcomes[i].answer));
+            },
+            promises[i]);
           finished(self, started, ok);
         }
         self->state.committing = false;
@@ -104,7 +121,7 @@ void commit_next_group(self_ptr self) {
       },
       [self, promises, started](caf::error& err) mutable {
         for (auto& p : promises) {
-          p.deliver(err);
+          std::visit([&](auto& rp) { rp.deliver(err); }, p);
           finished(self, started, false);
         }
         self->state.committing = false;
@@ -163,9 +180,37 @@ database_actor::behavior_type database(self_ptr self, db_location loc, settings 
       ++st.requests;
       ++st.in_flight;
       auto rp = self->make_response_promise<std::string>();
-      st.queue.push_back({std::move(txn), rp});
+      st.queue.push_back({db_op{std::move(txn)}, rp});
       commit_next_group(self);
       return rp;
+    },
+    [self](kv_atom, kv_request& req) -> caf::result<kv_answer> {
+      auto& st = self->state;
+      ++st.requests;
+      ++st.in_flight;
+      if (!st.kv_used) {
+        st.kv_used = true;
+        arm_sweep(self);
+      }
+      auto rp = self->make_response_promise<kv_answer>();
+      st.queue.push_back({db_op{std::move(req)}, rp});
+      commit_next_group(self);
+      return rp;
+    },
+    [self](sweep_atom) {
+      auto& st = self->state;
+      st.sweep_armed = false;
+      // Expired keys are invisible to every read already; the sweep only reclaims their rows,
+      // through the same write path (and, with history, records the expiry).
+      if (st.queue.empty() && !st.closing) {
+        kv_request req;
+        req.op = kv_op::sweep;
+        ++st.in_flight;
+        auto rp = self->make_response_promise<kv_answer>();
+        st.queue.push_back({db_op{std::move(req)}, rp});
+        commit_next_group(self);
+      }
+      arm_sweep(self);
     },
     [self](query_atom atm, std::string& sql) { return forward(self, atm, std::move(sql)); },
     [self](create_atom atm, bool init_kv) { return forward(self, atm, init_kv); },

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cstdint>
 #include <deque>
+#include <variant>
 
 #include <memory>
 #include <unordered_map>
@@ -19,16 +20,19 @@
 namespace litedrive {
 
 struct database_state {
-  /// A transaction waiting for the next group commit.
-  struct queued_txn {
-    sql_txn txn;
-    caf::typed_response_promise<std::string> promise;
+  /// An operation waiting for the next group commit, and whom to answer.
+  struct queued_op {
+    db_op op;
+    std::variant<caf::typed_response_promise<std::string>, caf::typed_response_promise<kv_answer>>
+      promise;
   };
 
   db_location loc;
   settings cfg;
   sql_worker_actor worker;  ///< spawned on the first SQL request: lock-only databases need none
-  std::deque<queued_txn> queue;  ///< arrived while a group was being committed
+  std::deque<queued_op> queue;   ///< arrived while a group was being committed
+  bool kv_used = false;          ///< the KV store is in use: the expiry sweep runs
+  bool sweep_armed = false;
   bool committing = false;       ///< a group is at the worker
   uint64_t groups = 0;           ///< group commits done
   uint64_t grouped_txns = 0;     ///< transactions they carried

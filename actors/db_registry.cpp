@@ -150,6 +150,9 @@ db_registry_actor::behavior_type db_registry(self_ptr self, settings s) {
     [self](create_atom atm, db_location& loc, bool init_kv) -> caf::result<std::string> {
       return self->delegate(route(self, loc), atm, init_kv);
     },
+    [self](kv_atom atm, db_location& loc, kv_request& req) -> caf::result<kv_answer> {
+      return self->delegate(route(self, loc), atm, std::move(req));
+    },
     [self](caf::get_atom, db_location& loc) { return route(self, loc); },
     // -- the drive's lock traffic --
     [self](lock_atom atm, db_location& loc, lock_request& req, lock_reply_sink_ptr& sink) {

@@ -106,6 +106,7 @@ sql_engine::~sql_engine() {
 }
 
 void sql_engine::close() {
+  kv_.attach(nullptr); // finalizes its statements before the connection goes
   // sqlite3_close_v2 defers the close until outstanding statements are finalized; we keep none.
   if (rw_ != nullptr)
     sqlite3_close_v2(rw_);
@@ -176,6 +177,8 @@ caf::error sql_engine::open_rw(bool create) {
   }
   configure(db);
   rw_ = db;
+  kv_.attach(db);
+  kv_.max_batch = settings_.kv_batch_max;
   auto sync = "PRAGMA synchronous=" + settings_.synchronous;
   if (auto err = exec_internal(sync.c_str())) {
     spdlog::warn("{}: {}", loc_.name, caf::to_string(err));
@@ -483,40 +486,122 @@ caf::error sql_engine::run_txn(const sql_txn& txn, std::string& out) {
   return caf::none;
 }
 
-std::vector<txn_outcome> sql_engine::execute_group(const std::vector<sql_txn>& group) {
-  std::vector<txn_outcome> outcomes(group.size());
-  std::vector<size_t> todo;
-  for (size_t i = 0; i < group.size(); ++i) {
-    if (auto err = validate(group[i]))
-      outcomes[i].error = std::move(err);
-    else
-      todo.push_back(i);
+namespace {
+
+double unix_now() {
+  using namespace std::chrono;
+  return duration<double>(system_clock::now().time_since_epoch()).count();
+}
+
+bool op_writes(const db_op& op) {
+  if (auto* kv = std::get_if<kv_request>(&op))
+    return is_write(kv->op);
+  return true; // an SQL transaction may write (a read-only one is cheap in the group as well)
+}
+
+bool op_read_only_sql(const db_op& op) {
+  auto* txn = std::get_if<sql_txn>(&op);
+  if (!txn)
+    return false;
+  for (const auto& item : txn->items)
+    if (!item.is_query)
+      return false;
+  return true;
+}
+
+} // namespace
+
+caf::error sql_engine::run_write(const db_op& op, op_outcome& out) {
+  if (auto* txn = std::get_if<sql_txn>(&op))
+    return run_txn(*txn, out.answer.body);
+  const auto& req = std::get<kv_request>(op);
+  deadline_ = std::chrono::steady_clock::now() + settings_.statement_timeout;
+  timed_out_ = false;
+  if (auto err = exec_internal("SAVEPOINT litedrive_txn"))
+    return err;
+  mode_ = mode::items;
+  auto res = kv_.run(req, unix_now());
+  mode_ = mode::internal;
+  if (!res) {
+    if (!sqlite3_get_autocommit(rw_)) {
+      exec_internal("ROLLBACK TO litedrive_txn");
+      exec_internal("RELEASE litedrive_txn");
+    }
+    kv_.forget_tables(); // the rollback may have undone a CREATE TABLE
+    return std::move(res.error());
   }
-  if (todo.empty())
+  if (auto err = exec_internal("RELEASE litedrive_txn"))
+    return err;
+  out.answer = std::move(*res);
+  return caf::none;
+}
+
+void sql_engine::run_reads(const std::vector<db_op>& group, const std::vector<size_t>& reads,
+                           std::vector<op_outcome>& outcomes) {
+  if (reads.empty())
+    return;
+  if (auto err = exec_internal("BEGIN")) {
+    for (auto i : reads)
+      outcomes[i].error = err;
+    return;
+  }
+  auto now = unix_now();
+  for (auto i : reads) {
+    deadline_ = std::chrono::steady_clock::now() + settings_.statement_timeout;
+    timed_out_ = false;
+    mode_ = mode::items;
+    auto res = kv_.run(std::get<kv_request>(group[i]), now);
+    mode_ = mode::internal;
+    if (res)
+      outcomes[i].answer = std::move(*res);
+    else
+      outcomes[i].error = std::move(res.error());
+    if (sqlite3_get_autocommit(rw_)) // the read transaction ended under us (interrupt)
+      exec_internal("BEGIN");
+  }
+  exec_internal("COMMIT");
+}
+
+std::vector<op_outcome> sql_engine::execute_group(const std::vector<db_op>& group) {
+  std::vector<op_outcome> outcomes(group.size());
+  std::vector<size_t> todo;
+  std::vector<size_t> reads;
+  for (size_t i = 0; i < group.size(); ++i) {
+    if (auto* txn = std::get_if<sql_txn>(&group[i]))
+      if (auto err = validate(*txn)) {
+        outcomes[i].error = std::move(err);
+        continue;
+      }
+    (op_writes(group[i]) ? todo : reads).push_back(i);
+  }
+  if (todo.empty() && reads.empty())
     return outcomes;
   if (auto err = open_rw(false)) {
     for (auto i : todo)
+      outcomes[i].error = err;
+    for (auto i : reads)
       outcomes[i].error = err;
     return outcomes;
   }
   while (!todo.empty()) {
     bool read_only = true;
     for (auto i : todo)
-      for (const auto& item : group[i].items)
-        read_only = read_only && item.is_query;
+      read_only = read_only && op_read_only_sql(group[i]);
     // IMMEDIATE takes the write lock up front: a writer never has to upgrade SHARED to RESERVED
     // mid-transaction, which is where SQLite gives up with SQLITE_BUSY without waiting.
     if (auto err = exec_internal(read_only ? "BEGIN" : "BEGIN IMMEDIATE")) {
       for (auto i : todo)
         outcomes[i].error = err;
-      return outcomes;
+      todo.clear();
+      break;
     }
     std::vector<size_t> succeeded;
     size_t k = 0;
     bool aborted = false;
     for (; k < todo.size(); ++k) {
       auto i = todo[k];
-      if (auto err = run_txn(group[i], outcomes[i].answer)) {
+      if (auto err = run_write(group[i], outcomes[i])) {
+        outcomes[i].answer = kv_answer{};
         outcomes[i].error = std::move(err);
         if (sqlite3_get_autocommit(rw_)) {
           aborted = true;
@@ -532,28 +617,32 @@ std::vector<txn_outcome> sql_engine::execute_group(const std::vector<sql_txn>& g
       std::vector<size_t> next = succeeded;
       next.insert(next.end(), todo.begin() + static_cast<ptrdiff_t>(k) + 1, todo.end());
       for (auto i : succeeded)
-        outcomes[i].answer.clear();
+        outcomes[i].answer = kv_answer{};
       todo = std::move(next);
       continue;
     }
     if (auto err = exec_internal("COMMIT")) {
       exec_internal("ROLLBACK");
       for (auto i : succeeded) {
-        outcomes[i].answer.clear();
+        outcomes[i].answer = kv_answer{};
         outcomes[i].error = err;
       }
+      // A CREATE TABLE of the failed commit is gone too.
+      kv_.forget_tables();
     }
     break;
   }
+  run_reads(group, reads, outcomes);
   return outcomes;
 }
 
 caf::expected<std::string> sql_engine::execute(const sql_txn& txn) {
-  auto outcomes = execute_group(std::vector<sql_txn>{txn});
+  auto outcomes = execute_group(std::vector<db_op>{txn});
   if (outcomes[0].error)
     return std::move(outcomes[0].error);
-  return std::move(outcomes[0].answer);
+  return std::move(outcomes[0].answer.body);
 }
+
 
 caf::expected<std::string> sql_engine::query(const std::string& sql) {
   if (auto err = open_ro())

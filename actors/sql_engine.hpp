@@ -14,6 +14,7 @@
 
 #include <caf/expected.hpp>
 
+#include "actors/kv_engine.hpp"
 #include "schema/settings.hpp"
 #include "schema/sql_types.hpp"
 
@@ -30,12 +31,14 @@ public:
   sql_engine(const sql_engine&) = delete;
   sql_engine& operator=(const sql_engine&) = delete;
 
-  /// Group commit: runs every transaction of `group` inside ONE SQLite transaction (BEGIN
-  /// IMMEDIATE when anything may write), each in its own savepoint, then commits once. A failing
-  /// transaction is rolled back to its savepoint and fails alone (its error names the failing
-  /// item); the others commit. If SQLite aborts the whole transaction (interrupt, I/O error),
-  /// the transactions that had succeeded so far are run again in a fresh one.
-  std::vector<txn_outcome> execute_group(const std::vector<sql_txn>& group);
+  /// Group commit: runs every write of `group` (SQL transactions, KV mutations) inside ONE
+  /// SQLite transaction (BEGIN IMMEDIATE when anything may write), each in its own savepoint,
+  /// then commits once. A failing operation is rolled back to its savepoint and fails alone
+  /// (its error names the failing item); the others commit. If SQLite aborts the whole
+  /// transaction (interrupt, I/O error), the operations that had succeeded so far run again in
+  /// a fresh one. Then the KV reads of the group run in one read transaction, so they see the
+  /// group's committed writes.
+  std::vector<op_outcome> execute_group(const std::vector<db_op>& group);
 
   /// One transaction on its own (a group of one).
   caf::expected<std::string> execute(const sql_txn& txn);
@@ -62,6 +65,9 @@ private:
   caf::error configure(sqlite3* db);
   caf::error validate(const sql_txn& txn) const;
   caf::error run_txn(const sql_txn& txn, std::string& out);
+  caf::error run_write(const db_op& op, op_outcome& out);
+  void run_reads(const std::vector<db_op>& group, const std::vector<size_t>& reads,
+                 std::vector<op_outcome>& outcomes);
   caf::error run_item(const sql_item& item, int32_t index, std::string& out);
   caf::error step_into(sqlite3_stmt* stmt, bool collect, int32_t index, std::string& out,
                        size_t& rows);
@@ -75,6 +81,7 @@ private:
   settings settings_;
   sqlite3* rw_ = nullptr;
   sqlite3* ro_ = nullptr;
+  kv_engine kv_;  ///< the KV store, on the read-write connection
   mode mode_ = mode::internal;
   bool denied_write_ = false;  ///< the read-only authorizer refused something
   std::chrono::steady_clock::time_point deadline_;

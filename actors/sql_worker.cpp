@@ -37,14 +37,14 @@ sql_worker(sql_worker_actor::stateful_pointer<sql_worker_state> self, db_locatio
   self->state.engine = std::make_shared<sql_engine>(std::move(loc), std::move(s));
   auto* engine = self->state.engine.get();
   return {
-    [engine](exec_atom, const std::vector<sql_txn>& group) -> std::vector<txn_outcome> {
+    [engine](exec_atom, const std::vector<db_op>& group) -> std::vector<op_outcome> {
       try {
         return engine->execute_group(group);
       } catch (const std::exception& e) {
         spdlog::error("{}: unexpected exception: {}", engine->location().name, e.what());
         engine->close(); // whatever state the connection was left in, start afresh
-        return std::vector<txn_outcome>(group.size(),
-                                        txn_outcome{{}, make_error(errc::internal_error, e.what())});
+        return std::vector<op_outcome>(group.size(),
+                                       op_outcome{{}, make_error(errc::internal_error, e.what())});
       }
     },
     [engine](query_atom, const std::string& sql) {

@@ -17,6 +17,7 @@
 #include <spdlog/spdlog.h>
 
 #include "actors/db_path.hpp"
+#include "http/kv_parsing.hpp"
 #include "http/request_parsing.hpp"
 #include "http/web_console.hpp"
 #include "schema/errc.hpp"
@@ -84,6 +85,13 @@ http_status status_of(errc x) {
     case errc::unavailable: return {503, "Service Unavailable"};
     case errc::service_timeout: return {504, "Gateway Timeout"};
     case errc::internal_error: return {500, "Internal Server Error"};
+    case errc::invalid_key:
+    case errc::invalid_path:
+    case errc::not_a_number:
+    case errc::number_overflow:
+    case errc::not_an_array:
+    case errc::index_out_of_range: return {400, "Bad Request"};
+    case errc::version_conflict: return {412, "Precondition Failed"};
   }
   return {500, "Internal Server Error"};
 }
@@ -115,6 +123,10 @@ void reply_error(const request_handle& req, const caf::error& err, const char* a
   if (v.item >= 0) {
     body += ",\"item\":";
     json_out::integer(body, v.item);
+  }
+  if (v.code == errc::version_conflict) {
+    body += ",\"current_version\":";
+    json_out::integer(body, v.version < 0 ? 0 : v.version);
   }
   body += "}}";
   reply(req, status_of(v.code), std::move(body), allow);
@@ -226,6 +238,67 @@ void handle_locks(context& ctx, const request_handle& req, const query_params& q
   ask_registry(ctx, req, locks_atom_v, std::move(*loc));
 }
 
+// -- the key-value store ----------------------------------------------------------------------
+
+void reply_kv(const request_handle& req, kv_op op, const kv_answer& a,
+              const std::optional<std::string>& if_none_match) {
+  std::string etag;
+  if (a.version >= 0)
+    etag = "\"" + std::to_string(a.version) + "\"";
+  bool read = op == kv_op::get || op == kv_op::head;
+  if (read && a.found && if_none_match && !etag.empty()
+      && (*if_none_match == etag || *if_none_match == "W/" + etag || *if_none_match == "*")) {
+    auto resp = req->create_response(restinio::status_not_modified());
+    resp.append_header(restinio::http_field::etag, etag);
+    return (void) resp.done();
+  }
+  http_status status = a.found ? http_status{200, "OK"} : http_status{404, "Not Found"};
+  auto resp = req->create_response(
+    restinio::http_status_line_t{restinio::http_status_code_t{status.code}, status.reason});
+  resp.append_header(restinio::http_field::content_type, "application/json");
+  if (!etag.empty())
+    resp.append_header(restinio::http_field::etag, etag);
+  if (op != kv_op::head)
+    resp.set_body(a.body);
+  resp.done();
+}
+
+void handle_kv(context& ctx, const request_handle& req, std::string_view rest,
+               const query_params& qp) {
+  auto segments = kv_segments(rest);
+  if (!segments)
+    return reply_error(req, segments.error());
+  param_map params;
+  for (const auto& [name, value] : qp)
+    params.emplace(std::string{name}, std::string{value});
+  auto loc = location_param(qp, "db", ctx.cfg);
+  if (!loc)
+    return reply_error(req, loc.error());
+  const auto& hdr = req->header();
+  std::optional<std::string_view> if_match;
+  if (auto h = hdr.opt_value_of("If-Match"))
+    if_match = std::string_view{h->data(), h->size()};
+  std::optional<std::string> if_none_match;
+  if (auto h = hdr.opt_value_of("If-None-Match"))
+    if_none_match = std::string{h->data(), h->size()};
+  std::string method = hdr.method().c_str();
+  auto kv = parse_kv(method, *segments, params, req->body(), if_match, ctx.cfg.kv_batch_max);
+  if (!kv) {
+    auto code = view(kv.error()).code;
+    return reply_error(req, kv.error(),
+                       code == errc::method_not_allowed ? kv_allowed_methods(*segments) : nullptr);
+  }
+  auto timeout = ctx.cfg.request_timeout();
+  auto registry = ctx.registry;
+  auto op = kv->op;
+  caf::anon_send(ctx.bridge,
+                 http_job{[=, loc = std::move(*loc), kv = std::move(*kv)](caf::event_based_actor* self) mutable {
+                   self->request(registry, timeout, kv_atom_v, std::move(loc), std::move(kv))
+                     .then([req, op, if_none_match](kv_answer& a) { reply_kv(req, op, a, if_none_match); },
+                           [req](caf::error& err) { reply_error(req, err); });
+                 }});
+}
+
 void handle_health(context& ctx, const request_handle& req) {
   using namespace std::chrono;
   std::string out = "{\"status\":\"ok\",\"service\":\"litedrive\",\"uptime_seconds\":";
@@ -279,6 +352,28 @@ restinio::request_handling_status_t dispatch(context& ctx, const request_handle&
      }},
   };
   try {
+    static constexpr std::string_view kv_prefix = "/api/v1/sqlite/kv";
+    if (path.compare(0, kv_prefix.size(), kv_prefix) == 0
+        && (path.size() == kv_prefix.size() || path[kv_prefix.size()] == '/')) {
+      if (req->body().size() > ctx.cfg.max_body_bytes) {
+        reply_error(req, make_error(errc::payload_too_large,
+                                    "the body has " + std::to_string(req->body().size())
+                                      + " bytes; the limit is "
+                                      + std::to_string(ctx.cfg.max_body_bytes)
+                                      + " (max_body_bytes)"));
+        return restinio::request_accepted();
+      }
+      auto qp = parse_params(req);
+      if (!qp) {
+        reply_error(req, qp.error());
+        return restinio::request_accepted();
+      }
+      auto rest = path.substr(kv_prefix.size());
+      if (!rest.empty())
+        rest.remove_prefix(1);
+      handle_kv(ctx, req, rest, *qp);
+      return restinio::request_accepted();
+    }
     for (const auto& r : routes) {
       if (path != r.path)
         continue;

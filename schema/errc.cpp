@@ -26,6 +26,13 @@ const char* to_code(errc x) noexcept {
     case errc::service_timeout: return "SERVICE_TIMEOUT";
     case errc::internal_error: return "INTERNAL_ERROR";
     case errc::unavailable: return "UNAVAILABLE";
+    case errc::invalid_key: return "INVALID_KEY";
+    case errc::invalid_path: return "INVALID_PATH";
+    case errc::version_conflict: return "VERSION_CONFLICT";
+    case errc::not_a_number: return "NOT_A_NUMBER";
+    case errc::number_overflow: return "NUMBER_OVERFLOW";
+    case errc::not_an_array: return "NOT_AN_ARRAY";
+    case errc::index_out_of_range: return "INDEX_OUT_OF_RANGE";
   }
   return "INTERNAL_ERROR";
 }
@@ -36,9 +43,10 @@ error_view view(const caf::error& err) {
   if (err.category() == errc_category) {
     error_view result{static_cast<errc>(err.code()), {}, -1};
     const auto& ctx = err.context();
-    if (ctx.match_elements<std::string, int32_t>()) {
+    if (ctx.match_elements<std::string, int32_t, int64_t>()) {
       result.message = ctx.get_as<std::string>(0);
       result.item = ctx.get_as<int32_t>(1);
+      result.version = ctx.get_as<int64_t>(2);
     }
     return result;
   }

@@ -34,6 +34,14 @@ enum class errc : uint8_t {
   service_timeout,      ///< the database actor did not answer in time
   internal_error,       ///< a bug or an unexpected I/O failure
   unavailable,          ///< the daemon is shutting down or the database actor died
+  // -- key-value store --
+  invalid_key,          ///< empty, over-long or control characters
+  invalid_path,         ///< a JSON path SQLite does not accept
+  version_conflict,     ///< compare-and-set: the key is at another version
+  not_a_number,         ///< incr/decr of a value that is not a 64-bit integer
+  number_overflow,      ///< incr/decr past the 64-bit range
+  not_an_array,         ///< push/pop/remove on a value that is not an array
+  index_out_of_range,   ///< remove?index= past the array
 };
 
 /// The stable, upper-case code string used in JSON error bodies.
@@ -42,10 +50,12 @@ const char* to_code(errc x) noexcept;
 /// The CAF error category of litedrive errors.
 constexpr caf::atom_value errc_category = caf::atom("litedrive");
 
-/// A litedrive error. `item` is the index of the failing transaction/batch item, or -1.
-inline caf::error make_error(errc x, std::string message = {}, int32_t item = -1) {
+/// A litedrive error. `item` is the index of the failing transaction/batch item, or -1;
+/// `version` the key's current version for version_conflict, or -1.
+inline caf::error make_error(errc x, std::string message = {}, int32_t item = -1,
+                             int64_t version = -1) {
   return caf::error{static_cast<uint8_t>(x), errc_category,
-                    caf::make_message(std::move(message), item)};
+                    caf::make_message(std::move(message), item, version)};
 }
 
 /// Decomposes any caf::error into litedrive terms (foreign errors become internal_error or
@@ -54,6 +64,7 @@ struct error_view {
   errc code;
   std::string message;
   int32_t item;
+  int64_t version = -1;
 };
 error_view view(const caf::error& err);
 

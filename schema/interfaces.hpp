@@ -19,8 +19,10 @@
 // meant for the remote inspection interface, which only speaks atoms and strings.
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(litedrive::sql_txn)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(litedrive::db_location)
-CAF_ALLOW_UNSAFE_MESSAGE_TYPE(std::vector<litedrive::sql_txn>)
-CAF_ALLOW_UNSAFE_MESSAGE_TYPE(std::vector<litedrive::txn_outcome>)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(std::vector<litedrive::db_op>)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(std::vector<litedrive::op_outcome>)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(litedrive::kv_request)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(litedrive::kv_answer)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(litedrive::lock_request)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(litedrive::lock_reply_sink_ptr)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(litedrive::file_role)
@@ -39,14 +41,17 @@ CAF_BEGIN_TYPE_ID_BLOCK(litedrive, caf::first_custom_type_id)
   CAF_ADD_ATOM(litedrive, litedrive, locks_atom, "locks")
   CAF_ADD_ATOM(litedrive, litedrive, attach_atom, "attach")
   CAF_ADD_ATOM(litedrive, litedrive, detach_atom, "detach")
+  CAF_ADD_ATOM(litedrive, litedrive, kv_atom, "kv")
+  CAF_ADD_ATOM(litedrive, litedrive, sweep_atom, "sweep")
 CAF_END_TYPE_ID_BLOCK(litedrive)
 
 namespace litedrive {
 
-/// The SQLite worker of one database: the only place that blocks. Transactions come in groups
-/// (group commit): one SQLite transaction, each request in its own savepoint, one outcome each.
+/// The SQLite worker of one database: the only place that blocks. Operations come in groups
+/// (group commit): the writes in one SQLite transaction, each in its own savepoint, then the
+/// reads in one read transaction; one outcome each.
 using sql_worker_actor = caf::typed_actor<
-  caf::replies_to<exec_atom, std::vector<sql_txn>>::with<std::vector<txn_outcome>>,
+  caf::replies_to<exec_atom, std::vector<db_op>>::with<std::vector<op_outcome>>,
   caf::replies_to<query_atom, std::string>::with<std::string>,
   caf::replies_to<create_atom, bool>::with<std::string>>;
 
@@ -59,7 +64,9 @@ using sql_actor = caf::typed_actor<
   // Creates the database file if missing (bool: also create the KV table); answers the outcome.
   caf::replies_to<create_atom, bool>::with<std::string>,
   // Answers this database's counters as a JSON object.
-  caf::replies_to<stats_atom>::with<std::string>>;
+  caf::replies_to<stats_atom>::with<std::string>,
+  // A key-value request (reads and writes join the group commit).
+  caf::replies_to<kv_atom, kv_request>::with<kv_answer>>;
 
 /// The per-database actor: SQL work (forwarded to its worker) plus its own life cycle.
 using database_actor = sql_actor::extend<
@@ -86,6 +93,8 @@ using database_actor = sql_actor::extend<
   caf::reacts_to<detach_atom>,
   // Self-sent while lock requests wait: enforces the wait cap.
   caf::reacts_to<caf::tick_atom>,
+  // Self-sent while the database serves the KV store: sweeps expired keys.
+  caf::reacts_to<sweep_atom>,
   // Holders, waiters and counters as JSON (GET /api/v1/sqlite/locks).
   caf::replies_to<locks_atom>::with<std::string>>;
 
@@ -94,6 +103,7 @@ using db_registry_actor = caf::typed_actor<
   caf::replies_to<exec_atom, db_location, sql_txn>::with<std::string>,
   caf::replies_to<query_atom, db_location, std::string>::with<std::string>,
   caf::replies_to<create_atom, db_location, bool>::with<std::string>,
+  caf::replies_to<kv_atom, db_location, kv_request>::with<kv_answer>,
   // The drive's lock traffic, routed to the database's actor (spawned if needed for lock and
   // getlk; the others go only to an actor that exists, or are acknowledged at once).
   caf::reacts_to<lock_atom, db_location, lock_request, lock_reply_sink_ptr>,

@@ -1,11 +1,14 @@
 -- The key-value table litedrive creates in a database (POST /db/create?init_kv=true, or the first
--- KV request). It is an ordinary table: any sqlite3 client on the drive can read and change it.
+-- KV request for a table). It is an ordinary table: any sqlite3 client on the drive can read and
+-- change it, and the HTTP API sees those changes.
 --   key         the key, any UTF-8 text
---   value       the JSON text of the value
---   version     incremented on every change; carried as the ETag and used by if_match (CAS)
+--   value       the JSON text of the value (text that is not JSON is served as a JSON string)
+--   version     1 on creation, +1 on every change (also for changes made with plain SQL, by the
+--               trigger below); carried as the ETag and compared by if_match (CAS)
 --   expires_at  Unix time in seconds (fractions allowed) after which the key is gone; NULL = never
 --   updated_at  Unix time in seconds of the last change
--- {table} is replaced by the table's name (default kv_store), quoted as an identifier.
+-- {table} and {name} are replaced by the table's name (default kv_store): {table} quoted as an
+-- identifier, {name} as part of the names of its index and trigger.
 CREATE TABLE IF NOT EXISTS {table} (
   key        TEXT    NOT NULL PRIMARY KEY,
   value      TEXT    NOT NULL,
@@ -13,4 +16,11 @@ CREATE TABLE IF NOT EXISTS {table} (
   expires_at REAL,
   updated_at REAL    NOT NULL DEFAULT ((julianday('now') - 2440587.5) * 86400.0)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS {table_index_expires} ON {table}(expires_at) WHERE expires_at IS NOT NULL;
+CREATE INDEX IF NOT EXISTS "{name}_expires" ON {table}(expires_at) WHERE expires_at IS NOT NULL;
+CREATE TRIGGER IF NOT EXISTS "{name}_version" AFTER UPDATE OF value ON {table}
+  WHEN NEW.version = OLD.version
+BEGIN
+  UPDATE {table} SET version = OLD.version + 1,
+                     updated_at = (julianday('now') - 2440587.5) * 86400.0
+   WHERE key = NEW.key;
+END;

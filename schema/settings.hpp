@@ -35,6 +35,10 @@ struct settings {
   std::string synchronous = "FULL";        ///< PRAGMA synchronous for litedrive's connections
   size_t group_commit_max = 256;           ///< transactions combined into one commit, at most
 
+  // -- key-value store --
+  size_t kv_batch_max = 100;               ///< keys per batch request
+  std::chrono::milliseconds kv_sweep{1000};  ///< how often expired keys are deleted
+
   // -- the drive --
   std::chrono::milliseconds lock_wait_max{30000};  ///< cap on waits litedrive adds to F_SETLK
   bool mount_allow_other = true;   ///< other users (and containers) may use the mount

@@ -9,6 +9,8 @@
 
 #include <caf/error.hpp>
 
+#include "schema/kv_types.hpp"
+
 namespace litedrive {
 
 /// A blob value. JSON form (both directions): {"$blob": "<standard base64>"}.
@@ -36,10 +38,13 @@ struct sql_txn {
   std::vector<sql_item> items;
 };
 
-/// What one transaction of a group commit came to: the JSON answer, or the error (then none of
-/// its items were applied).
-struct txn_outcome {
-  std::string answer;
+/// One operation of a group commit: an SQL transaction or a key-value request.
+using db_op = std::variant<sql_txn, kv_request>;
+
+/// What one operation of a group came to: the answer, or the error (then none of its changes
+/// were applied). SQL answers are JSON text in answer.body.
+struct op_outcome {
+  kv_answer answer;
   caf::error error;
 };
 

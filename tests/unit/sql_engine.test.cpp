@@ -159,7 +159,7 @@ CAF_TEST(symlinks out of the store are refused) {
 
 CAF_TEST(a group commit fails only the failing transaction) {
   CAF_REQUIRE(exec(R"j({"transaction":[{"statement":"CREATE TABLE g(x INTEGER UNIQUE)"}]})j"));
-  std::vector<sql_txn> group;
+  std::vector<db_op> group;
   for (auto body : {R"j([{"statement":"INSERT INTO g VALUES (1)"}])j",
                     R"j([{"statement":"INSERT INTO g VALUES (2)"},{"statement":"INSERT INTO g VALUES (1)"}])j",
                     R"j([{"statement":"INSERT INTO g VALUES (3)"},{"query":"SELECT count(*) AS n FROM g"}])j",
@@ -173,7 +173,7 @@ CAF_TEST(a group commit fails only the failing transaction) {
   CAF_CHECK_EQUAL(view(out[1].error).item, 1);
   CAF_CHECK(!out[2].error);
   // Inside the group the third transaction sees the first one's row, not the second's.
-  CAF_CHECK_EQUAL(json::parse(out[2].answer)["results"][1]["resultSet"][0]["n"].get<int>(), 2);
+  CAF_CHECK_EQUAL(json::parse(out[2].answer.body)["results"][1]["resultSet"][0]["n"].get<int>(), 2);
   CAF_CHECK(out[3].error); // the group's own savepoint is off limits
   CAF_CHECK(out[4].error);
   auto rows = query("SELECT x FROM g ORDER BY x");
@@ -183,7 +183,7 @@ CAF_TEST(a group commit fails only the failing transaction) {
 
 CAF_TEST(an interrupt that aborts the sqlite transaction reruns the innocent ones) {
   CAF_REQUIRE(exec(R"j({"transaction":[{"statement":"CREATE TABLE h(x)"}]})j"));
-  std::vector<sql_txn> group;
+  std::vector<db_op> group;
   for (auto body : {R"j([{"statement":"INSERT INTO h VALUES (1)"}])j",
                     R"j([{"statement":"INSERT INTO h WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c) SELECT x FROM c"}])j",
                     R"j([{"statement":"INSERT INTO h VALUES (2)"}])j"})

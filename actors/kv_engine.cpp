@@ -1,0 +1,645 @@
+#include "actors/kv_engine.hpp"
+
+#include <sqlite3.h>
+
+#include <cmath>
+#include <limits>
+
+#include <nlohmann/json.hpp>
+
+#include "schema/errc.hpp"
+#include "schema/json_out.hpp"
+#include "schema/kv_schema.hpp"
+
+namespace litedrive {
+
+namespace {
+
+using json = nlohmann::json;
+
+std::string quoted(const std::string& table) {
+  return "\"" + table + "\"";
+}
+
+std::string replace_all(std::string text, const std::string& from, const std::string& to) {
+  for (size_t pos = text.find(from); pos != std::string::npos; pos = text.find(from, pos + to.size()))
+    text.replace(pos, from.size(), to);
+  return text;
+}
+
+void bind_text(sqlite3_stmt* s, int i, const std::string& v) {
+  sqlite3_bind_text64(s, i, v.data(), v.size(), SQLITE_STATIC, SQLITE_UTF8);
+}
+
+std::string column_text(sqlite3_stmt* s, int i) {
+  auto* p = reinterpret_cast<const char*>(sqlite3_column_text(s, i));
+  return p ? std::string{p, static_cast<size_t>(sqlite3_column_bytes(s, i))} : std::string{};
+}
+
+/// Resets a cached statement when the scope ends, whatever happened.
+struct reset_guard {
+  sqlite3_stmt* s;
+  ~reset_guard() {
+    sqlite3_reset(s);
+    sqlite3_clear_bindings(s);
+  }
+};
+
+caf::expected<json> parse_json(const std::string& text, const char* what) {
+  try {
+    return json::parse(text);
+  } catch (const json::parse_error&) {
+    return make_error(errc::internal_error, std::string{"stored "} + what + " is not JSON");
+  }
+}
+
+/// Reads a string -> value text as the API serves it: text that is not JSON (written by plain
+/// SQL) is served as a JSON string.
+constexpr const char* value_expr = "CASE WHEN json_valid(value) THEN value ELSE json_quote(value) END";
+
+kv_answer missing() {
+  return kv_answer{false, "null", -1};
+}
+
+std::string version_body(const std::string& key, int64_t version) {
+  std::string out = "{\"key\":";
+  json_out::string(out, key);
+  out += ",\"version\":";
+  json_out::integer(out, version);
+  out += '}';
+  return out;
+}
+
+} // namespace
+
+bool valid_table_name(const std::string& name) {
+  if (name.empty() || name.size() > 64 || name.rfind("sqlite_", 0) == 0)
+    return false;
+  for (size_t i = 0; i < name.size(); ++i) {
+    char c = name[i];
+    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_'
+              || (i > 0 && c >= '0' && c <= '9');
+    if (!ok)
+      return false;
+  }
+  return true;
+}
+
+kv_engine::~kv_engine() {
+  attach(nullptr);
+}
+
+void kv_engine::attach(sqlite3* db) {
+  for (auto& [sql, s] : stmts_)
+    sqlite3_finalize(s);
+  stmts_.clear();
+  tables_.clear();
+  db_ = db;
+}
+
+caf::error kv_engine::failure(const char* what) {
+  int rc = sqlite3_extended_errcode(db_);
+  std::string msg = std::string{what} + ": " + sqlite3_errmsg(db_);
+  if ((rc & 0xFF) == SQLITE_BUSY || (rc & 0xFF) == SQLITE_LOCKED)
+    return make_error(errc::database_busy, msg);
+  if ((rc & 0xFF) == SQLITE_ERROR && msg.find("JSON path") != std::string::npos)
+    return make_error(errc::invalid_path, sqlite3_errmsg(db_));
+  if ((rc & 0xFF) == SQLITE_INTERRUPT)
+    return make_error(errc::query_timeout, msg);
+  return make_error(errc::internal_error, msg);
+}
+
+caf::expected<sqlite3_stmt*> kv_engine::stmt(const std::string& table, const char* sql) {
+  auto text = replace_all(sql, "{t}", quoted(table));
+  text = replace_all(text, "{v}", value_expr);
+  auto i = stmts_.find(text);
+  if (i != stmts_.end())
+    return i->second;
+  sqlite3_stmt* s = nullptr;
+  if (sqlite3_prepare_v3(db_, text.c_str(), static_cast<int>(text.size()),
+                         SQLITE_PREPARE_PERSISTENT, &s, nullptr)
+      != SQLITE_OK)
+    return failure("cannot prepare a KV statement");
+  stmts_.emplace(std::move(text), s);
+  return s;
+}
+
+caf::error kv_engine::ensure_table(const std::string& table) {
+  if (tables_.count(table))
+    return caf::none;
+  if (!valid_table_name(table))
+    return make_error(errc::invalid_parameter,
+                      "table names are letters, digits and _ (64 at most, not sqlite_...)");
+  auto ddl = replace_all(replace_all(kv_store_ddl, "{table}", quoted(table)), "{name}", table);
+  char* msg = nullptr;
+  if (sqlite3_exec(db_, ddl.c_str(), nullptr, nullptr, &msg) != SQLITE_OK) {
+    std::string text = msg ? msg : "unknown error";
+    sqlite3_free(msg);
+    if (text.find("locked") != std::string::npos || text.find("busy") != std::string::npos)
+      return make_error(errc::database_busy, "cannot create the KV table: " + text);
+    return make_error(errc::sql_error, "cannot create the KV table '" + table + "': " + text);
+  }
+  tables_.insert(table);
+  return caf::none;
+}
+
+// -- the one write path -------------------------------------------------------------------------
+
+caf::expected<int64_t> kv_engine::apply(const std::string& table, const std::string& key,
+                                        const std::optional<std::string>& value,
+                                        std::optional<double> expires_at, double now) {
+  if (!value) {
+    auto s = stmt(table, "DELETE FROM {t} WHERE key = ?1");
+    if (!s)
+      return std::move(s.error());
+    reset_guard g{*s};
+    bind_text(*s, 1, key);
+    if (sqlite3_step(*s) != SQLITE_DONE)
+      return failure("cannot delete");
+    return int64_t{0};
+  }
+  // Versions only grow (also across an expiry the sweep has not removed yet), so a CAS against
+  // an old version can never succeed by accident.
+  auto s = stmt(table, "INSERT INTO {t} (key, value, version, expires_at, updated_at) "
+                       "VALUES (?1, json(?2), 1, ?3, ?4) "
+                       "ON CONFLICT (key) DO UPDATE SET value = excluded.value, "
+                       "version = version + 1, expires_at = excluded.expires_at, "
+                       "updated_at = excluded.updated_at RETURNING version");
+  if (!s)
+    return std::move(s.error());
+  reset_guard g{*s};
+  bind_text(*s, 1, key);
+  bind_text(*s, 2, *value);
+  if (expires_at)
+    sqlite3_bind_double(*s, 3, *expires_at);
+  else
+    sqlite3_bind_null(*s, 3);
+  sqlite3_bind_double(*s, 4, now);
+  if (sqlite3_step(*s) != SQLITE_ROW)
+    return failure("cannot store");
+  auto version = sqlite3_column_int64(*s, 0);
+  while (sqlite3_step(*s) == SQLITE_ROW) {
+  }
+  return version;
+}
+
+caf::expected<std::optional<kv_engine::current>>
+kv_engine::load(const std::string& table, const std::string& key, double now) {
+  auto s = stmt(table, "SELECT {v}, version, expires_at FROM {t} "
+                       "WHERE key = ?1 AND (expires_at IS NULL OR expires_at > ?2)");
+  if (!s)
+    return std::move(s.error());
+  reset_guard g{*s};
+  bind_text(*s, 1, key);
+  sqlite3_bind_double(*s, 2, now);
+  int rc = sqlite3_step(*s);
+  if (rc == SQLITE_DONE)
+    return std::optional<current>{};
+  if (rc != SQLITE_ROW)
+    return failure("cannot read");
+  std::optional<double> expires;
+  if (sqlite3_column_type(*s, 2) != SQLITE_NULL)
+    expires = sqlite3_column_double(*s, 2);
+  return std::optional<current>{current{column_text(*s, 0), sqlite3_column_int64(*s, 1), expires}};
+}
+
+// -- dispatch -----------------------------------------------------------------------------------
+
+caf::expected<kv_answer> kv_engine::run(const kv_request& req, double now) {
+  if (req.op != kv_op::sweep)
+    if (auto err = ensure_table(req.table))
+      return err;
+  switch (req.op) {
+    case kv_op::get:
+    case kv_op::head: return get(req, now);
+    case kv_op::list: return list(req, now);
+    case kv_op::batch_get: return batch_get(req, now);
+    case kv_op::set: return set(req, now);
+    case kv_op::del: return del(req, now);
+    case kv_op::batch_set: return batch_set(req, now);
+    case kv_op::batch_del: return batch_del(req, now);
+    case kv_op::incr: return incr(req, now);
+    case kv_op::push: return push(req, now);
+    case kv_op::pop: return pop(req, now);
+    case kv_op::remove: return remove(req, now);
+    case kv_op::sweep: return sweep(now);
+  }
+  return make_error(errc::internal_error, "unknown KV operation");
+}
+
+// -- reads --------------------------------------------------------------------------------------
+
+caf::expected<kv_answer> kv_engine::get(const kv_request& req, double now) {
+  if (!req.path) {
+    auto cur = load(req.table, req.key, now);
+    if (!cur)
+      return std::move(cur.error());
+    if (!*cur)
+      return missing();
+    return kv_answer{true, req.op == kv_op::head ? std::string{} : std::move((*cur)->value),
+                     (*cur)->version};
+  }
+  auto s = stmt(req.table, "SELECT json_type(value, ?3), value -> ?3, version FROM {t} "
+                           "WHERE key = ?1 AND (expires_at IS NULL OR expires_at > ?2) "
+                           "AND json_valid(value)");
+  if (!s)
+    return std::move(s.error());
+  reset_guard g{*s};
+  bind_text(*s, 1, req.key);
+  sqlite3_bind_double(*s, 2, now);
+  bind_text(*s, 3, *req.path);
+  int rc = sqlite3_step(*s);
+  if (rc == SQLITE_DONE)
+    return missing();
+  if (rc != SQLITE_ROW)
+    return failure("cannot read the path");
+  if (sqlite3_column_type(*s, 0) == SQLITE_NULL) // the path is not in the value
+    return kv_answer{false, "null", sqlite3_column_int64(*s, 2)};
+  return kv_answer{true, req.op == kv_op::head ? std::string{} : column_text(*s, 1),
+                   sqlite3_column_int64(*s, 2)};
+}
+
+caf::expected<kv_answer> kv_engine::list(const kv_request& req, double now) {
+  auto s = stmt(req.table, "SELECT key, version, expires_at FROM {t} "
+                           "WHERE key > ?1 AND key >= ?2 AND substr(key, 1, length(?2)) = ?2 "
+                           "AND (expires_at IS NULL OR expires_at > ?3) "
+                           "ORDER BY key LIMIT ?4");
+  if (!s)
+    return std::move(s.error());
+  reset_guard g{*s};
+  bind_text(*s, 1, req.cursor);
+  bind_text(*s, 2, req.prefix);
+  sqlite3_bind_double(*s, 3, now);
+  sqlite3_bind_int64(*s, 4, req.limit + 1);
+  std::string out = "{\"keys\":[";
+  int64_t n = 0;
+  std::string last;
+  bool more = false;
+  int rc;
+  while ((rc = sqlite3_step(*s)) == SQLITE_ROW) {
+    if (n == req.limit) {
+      more = true;
+      break;
+    }
+    if (n++ > 0)
+      out += ',';
+    last = column_text(*s, 0);
+    out += "{\"key\":";
+    json_out::string(out, last);
+    out += ",\"version\":";
+    json_out::integer(out, sqlite3_column_int64(*s, 1));
+    out += ",\"expires_at\":";
+    if (sqlite3_column_type(*s, 2) == SQLITE_NULL)
+      out += "null";
+    else
+      json_out::real(out, sqlite3_column_double(*s, 2));
+    out += '}';
+  }
+  if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+    return failure("cannot list");
+  out += "],\"cursor\":";
+  if (more)
+    json_out::string(out, last);
+  else
+    out += "null";
+  out += '}';
+  return kv_answer{true, std::move(out), -1};
+}
+
+caf::expected<kv_answer> kv_engine::batch_get(const kv_request& req, double now) {
+  std::string out = "{\"results\":[";
+  for (size_t i = 0; i < req.keys.size(); ++i) {
+    auto cur = load(req.table, req.keys[i], now);
+    if (!cur)
+      return std::move(cur.error());
+    if (i > 0)
+      out += ',';
+    out += "{\"key\":";
+    json_out::string(out, req.keys[i]);
+    if (*cur) {
+      out += ",\"found\":true,\"value\":";
+      out += (*cur)->value;
+      out += ",\"version\":";
+      json_out::integer(out, (*cur)->version);
+    } else {
+      out += ",\"found\":false,\"value\":null";
+    }
+    out += '}';
+  }
+  out += "]}";
+  return kv_answer{true, std::move(out), -1};
+}
+
+// -- writes -------------------------------------------------------------------------------------
+
+namespace {
+
+std::optional<double> expiry(std::optional<double> ttl, double now) {
+  if (!ttl)
+    return std::nullopt;
+  return now + *ttl;
+}
+
+caf::error conflict(const std::string& key, int64_t expected, int64_t actual) {
+  std::string msg = "key '" + key + "' is ";
+  msg += actual == 0 ? std::string{"absent"} : "at version " + std::to_string(actual);
+  msg += expected == 0 ? ", expected absent" : ", expected version " + std::to_string(expected);
+  return make_error(errc::version_conflict, msg, -1, actual);
+}
+
+} // namespace
+
+caf::expected<kv_answer> kv_engine::set(const kv_request& req, double now) {
+  auto cur = load(req.table, req.key, now);
+  if (!cur)
+    return std::move(cur.error());
+  int64_t actual = *cur ? (*cur)->version : 0;
+  if (req.if_match && *req.if_match != actual)
+    return conflict(req.key, *req.if_match, actual);
+  std::string value = req.value;
+  if (req.path) {
+    // Partial update: set the part at `path` of the current value (an absent key starts as {}).
+    auto s = stmt(req.table, "SELECT json_set(?1, ?2, json(?3))");
+    if (!s)
+      return std::move(s.error());
+    reset_guard g{*s};
+    std::string base = *cur ? (*cur)->value : std::string{"{}"};
+    bind_text(*s, 1, base);
+    bind_text(*s, 2, *req.path);
+    bind_text(*s, 3, req.value);
+    if (sqlite3_step(*s) != SQLITE_ROW)
+      return failure("cannot set the path");
+    value = column_text(*s, 0);
+  }
+  auto version = apply(req.table, req.key, value, expiry(req.ttl, now), now);
+  if (!version)
+    return std::move(version.error());
+  return kv_answer{true, version_body(req.key, *version), *version};
+}
+
+caf::expected<kv_answer> kv_engine::del(const kv_request& req, double now) {
+  auto cur = load(req.table, req.key, now);
+  if (!cur)
+    return std::move(cur.error());
+  int64_t actual = *cur ? (*cur)->version : 0;
+  if (req.if_match && *req.if_match != actual)
+    return conflict(req.key, *req.if_match, actual);
+  auto done = apply(req.table, req.key, std::nullopt, std::nullopt, now);
+  if (!done)
+    return std::move(done.error());
+  std::string out = "{\"key\":";
+  json_out::string(out, req.key);
+  out += ",\"deleted\":";
+  out += *cur ? "true" : "false";
+  out += '}';
+  return kv_answer{true, std::move(out), -1};
+}
+
+caf::expected<kv_answer> kv_engine::batch_set(const kv_request& req, double now) {
+  std::string out = "{\"results\":[";
+  for (size_t i = 0; i < req.items.size(); ++i) {
+    const auto& item = req.items[i];
+    auto version = apply(req.table, item.key, item.value, expiry(item.ttl, now), now);
+    if (!version) {
+      auto v = view(version.error());
+      return make_error(v.code, "item " + std::to_string(i) + ": " + v.message,
+                        static_cast<int32_t>(i));
+    }
+    if (i > 0)
+      out += ',';
+    out += version_body(item.key, *version);
+  }
+  out += "]}";
+  return kv_answer{true, std::move(out), -1};
+}
+
+caf::expected<kv_answer> kv_engine::batch_del(const kv_request& req, double now) {
+  std::string out = "{\"results\":[";
+  for (size_t i = 0; i < req.keys.size(); ++i) {
+    auto cur = load(req.table, req.keys[i], now);
+    if (!cur)
+      return std::move(cur.error());
+    auto done = apply(req.table, req.keys[i], std::nullopt, std::nullopt, now);
+    if (!done)
+      return std::move(done.error());
+    if (i > 0)
+      out += ',';
+    out += "{\"key\":";
+    json_out::string(out, req.keys[i]);
+    out += ",\"deleted\":";
+    out += *cur ? "true" : "false";
+    out += '}';
+  }
+  out += "]}";
+  return kv_answer{true, std::move(out), -1};
+}
+
+caf::expected<kv_answer> kv_engine::incr(const kv_request& req, double now) {
+  auto cur = load(req.table, req.key, now);
+  if (!cur)
+    return std::move(cur.error());
+  int64_t value = 0;
+  if (*cur) {
+    auto parsed = parse_json((*cur)->value, "value");
+    if (!parsed)
+      return std::move(parsed.error());
+    if (parsed->is_number_integer())
+      value = parsed->get<int64_t>();
+    else if (parsed->is_number_unsigned())
+      return make_error(errc::number_overflow,
+                        "the value of '" + req.key + "' is beyond the 64-bit signed range");
+    else
+      return make_error(errc::not_a_number,
+                        "the value of '" + req.key + "' is not an integer: " + (*cur)->value);
+  }
+  int64_t result;
+  if (__builtin_add_overflow(value, req.delta, &result))
+    return make_error(errc::number_overflow, "incrementing '" + req.key + "' by "
+                                               + std::to_string(req.delta)
+                                               + " leaves the 64-bit signed range");
+  // Atomic operations keep the key's TTL, like Redis INCR does; only a SET replaces it.
+  auto version = apply(req.table, req.key, std::to_string(result),
+                       *cur ? (*cur)->expires_at : std::nullopt, now);
+  if (!version)
+    return std::move(version.error());
+  std::string out = "{\"key\":";
+  json_out::string(out, req.key);
+  out += ",\"value\":";
+  json_out::integer(out, result);
+  out += ",\"version\":";
+  json_out::integer(out, *version);
+  out += '}';
+  return kv_answer{true, std::move(out), *version};
+}
+
+namespace {
+
+caf::expected<json> as_array(const std::string& key, const std::string& text) {
+  auto parsed = parse_json(text, "value");
+  if (!parsed)
+    return std::move(parsed.error());
+  if (!parsed->is_array())
+    return make_error(errc::not_an_array, "the value of '" + key + "' is not an array: " + text);
+  return std::move(*parsed);
+}
+
+} // namespace
+
+caf::expected<kv_answer> kv_engine::push(const kv_request& req, double now) {
+  auto cur = load(req.table, req.key, now);
+  if (!cur)
+    return std::move(cur.error());
+  json arr = json::array();
+  if (*cur) {
+    auto a = as_array(req.key, (*cur)->value);
+    if (!a)
+      return std::move(a.error());
+    arr = std::move(*a);
+  }
+  auto element = parse_json(req.value, "element");
+  if (!element)
+    return make_error(errc::invalid_json, "value is not JSON");
+  arr.push_back(std::move(*element));
+  auto version = apply(req.table, req.key, arr.dump(), *cur ? (*cur)->expires_at : std::nullopt, now);
+  if (!version)
+    return std::move(version.error());
+  std::string out = "{\"key\":";
+  json_out::string(out, req.key);
+  out += ",\"length\":";
+  json_out::integer(out, static_cast<int64_t>(arr.size()));
+  out += ",\"version\":";
+  json_out::integer(out, *version);
+  out += '}';
+  return kv_answer{true, std::move(out), *version};
+}
+
+caf::expected<kv_answer> kv_engine::pop(const kv_request& req, double now) {
+  auto cur = load(req.table, req.key, now);
+  if (!cur)
+    return std::move(cur.error());
+  if (!*cur)
+    return missing();
+  auto arr = as_array(req.key, (*cur)->value);
+  if (!arr)
+    return std::move(arr.error());
+  if (arr->empty())
+    return kv_answer{false, "null", (*cur)->version};
+  auto last = std::move(arr->back());
+  arr->erase(arr->end() - 1);
+  auto version = apply(req.table, req.key, arr->dump(), (*cur)->expires_at, now);
+  if (!version)
+    return std::move(version.error());
+  std::string out = "{\"key\":";
+  json_out::string(out, req.key);
+  out += ",\"value\":";
+  out += last.dump(-1, ' ', false, json::error_handler_t::replace);
+  out += ",\"length\":";
+  json_out::integer(out, static_cast<int64_t>(arr->size()));
+  out += ",\"version\":";
+  json_out::integer(out, *version);
+  out += '}';
+  return kv_answer{true, std::move(out), *version};
+}
+
+namespace {
+
+/// Whether every field of `pattern` is in `element` with an equal value (objects only).
+bool contains_fields(const json& element, const json& pattern) {
+  if (!element.is_object() || !pattern.is_object() || pattern.empty())
+    return false;
+  for (const auto& [k, v] : pattern.items()) {
+    auto i = element.find(k);
+    if (i == element.end() || *i != v)
+      return false;
+  }
+  return true;
+}
+
+} // namespace
+
+caf::expected<kv_answer> kv_engine::remove(const kv_request& req, double now) {
+  auto cur = load(req.table, req.key, now);
+  if (!cur)
+    return std::move(cur.error());
+  if (!*cur)
+    return missing();
+  auto arr = as_array(req.key, (*cur)->value);
+  if (!arr)
+    return std::move(arr.error());
+  size_t removed = 0;
+  if (req.index) {
+    auto n = static_cast<int64_t>(arr->size());
+    auto i = *req.index < 0 ? n + *req.index : *req.index;
+    if (i < 0 || i >= n)
+      return make_error(errc::index_out_of_range, "index " + std::to_string(*req.index)
+                                                    + " is outside the array of "
+                                                    + std::to_string(n) + " elements");
+    arr->erase(arr->begin() + i);
+    removed = 1;
+  } else {
+    auto target = parse_json(req.value, "element");
+    if (!target)
+      return make_error(errc::invalid_json, "value is not JSON");
+    // Deep equality first; if nothing is equal, an object removes the elements that contain
+    // all of its fields (the reference's cart example removes {"product_id": ...}).
+    json kept = json::array();
+    for (auto& e : *arr) {
+      if (e == *target)
+        ++removed;
+      else
+        kept.push_back(e);
+    }
+    if (removed == 0 && target->is_object()) {
+      kept = json::array();
+      for (auto& e : *arr) {
+        if (contains_fields(e, *target))
+          ++removed;
+        else
+          kept.push_back(e);
+      }
+    }
+    *arr = std::move(kept);
+  }
+  int64_t version = (*cur)->version;
+  if (removed > 0) {
+    auto v = apply(req.table, req.key, arr->dump(), (*cur)->expires_at, now);
+    if (!v)
+      return std::move(v.error());
+    version = *v;
+  }
+  std::string out = "{\"key\":";
+  json_out::string(out, req.key);
+  out += ",\"removed\":";
+  json_out::integer(out, static_cast<int64_t>(removed));
+  out += ",\"length\":";
+  json_out::integer(out, static_cast<int64_t>(arr->size()));
+  out += ",\"version\":";
+  json_out::integer(out, version);
+  out += '}';
+  return kv_answer{true, std::move(out), version};
+}
+
+caf::expected<kv_answer> kv_engine::sweep(double now) {
+  int64_t swept = 0;
+  for (const auto& table : tables_) {
+    auto s = stmt(table, "SELECT key FROM {t} WHERE expires_at <= ?1 LIMIT 1000");
+    if (!s)
+      return std::move(s.error());
+    std::vector<std::string> expired;
+    {
+      reset_guard g{*s};
+      sqlite3_bind_double(*s, 1, now);
+      while (sqlite3_step(*s) == SQLITE_ROW)
+        expired.push_back(column_text(*s, 0));
+    }
+    for (const auto& key : expired) {
+      auto done = apply(table, key, std::nullopt, std::nullopt, now);
+      if (!done)
+        return std::move(done.error());
+      ++swept;
+    }
+  }
+  return kv_answer{true, "{\"swept\":" + std::to_string(swept) + "}", -1};
+}
+
+} // namespace litedrive

@@ -1,0 +1,91 @@
+#pragma once
+// The key-value store inside a SQLite database: plain C++ over one connection, run by the SQLite
+// worker inside the transactions the group commit opens (writes) or the read transaction after
+// it (reads). Unit-testable without actors.
+//
+// Every mutation - set, partial set, delete, incr/decr, push, pop, remove, batch items, TTL
+// expiry - ends in apply(), the one place that writes a key (and, with time travel, records its
+// history).
+
+#include <cstdint>
+#include <optional>
+#include <set>
+#include <string>
+#include <unordered_map>
+
+#include <caf/expected.hpp>
+
+#include "schema/kv_types.hpp"
+
+struct sqlite3;
+struct sqlite3_stmt;
+
+namespace litedrive {
+
+class kv_engine {
+public:
+  kv_engine() = default;
+  ~kv_engine();
+  kv_engine(const kv_engine&) = delete;
+  kv_engine& operator=(const kv_engine&) = delete;
+
+  /// Uses `db` from now on (nullptr: let go of it). Prepared statements are per connection.
+  void attach(sqlite3* db);
+
+  /// Runs one request inside the caller's transaction. `now` is Unix time in seconds.
+  caf::expected<kv_answer> run(const kv_request& req, double now);
+
+  /// Tables this connection has served (the TTL sweep visits them).
+  const std::set<std::string>& tables() const { return tables_; }
+
+  /// Forgets which tables exist (after a rollback that may have undone a CREATE TABLE).
+  void forget_tables() { tables_.clear(); }
+
+  /// Creates the table (and its index and version trigger) if it does not exist.
+  caf::error ensure_table(const std::string& table);
+
+  /// The largest accepted batch and list page.
+  size_t max_batch = 100;
+
+private:
+  struct current {
+    std::string value;  ///< JSON text
+    int64_t version;
+    std::optional<double> expires_at;
+  };
+
+  caf::expected<std::optional<current>> load(const std::string& table, const std::string& key,
+                                             double now);
+  /// THE write: stores `value` (or deletes the key when it is nullopt). Answers the new version
+  /// (0 after a delete).
+  caf::expected<int64_t> apply(const std::string& table, const std::string& key,
+                               const std::optional<std::string>& value,
+                               std::optional<double> expires_at, double now);
+
+  caf::expected<kv_answer> get(const kv_request& req, double now);
+  caf::expected<kv_answer> list(const kv_request& req, double now);
+  caf::expected<kv_answer> batch_get(const kv_request& req, double now);
+  caf::expected<kv_answer> set(const kv_request& req, double now);
+  caf::expected<kv_answer> del(const kv_request& req, double now);
+  caf::expected<kv_answer> batch_set(const kv_request& req, double now);
+  caf::expected<kv_answer> batch_del(const kv_request& req, double now);
+  caf::expected<kv_answer> incr(const kv_request& req, double now);
+  caf::expected<kv_answer> push(const kv_request& req, double now);
+  caf::expected<kv_answer> pop(const kv_request& req, double now);
+  caf::expected<kv_answer> remove(const kv_request& req, double now);
+  caf::expected<kv_answer> sweep(double now);
+
+  /// A cached prepared statement ({t} in `sql` is replaced by the quoted table name).
+  caf::expected<sqlite3_stmt*> stmt(const std::string& table, const char* sql);
+  caf::error failure(const char* what);
+
+  sqlite3* db_ = nullptr;
+  std::unordered_map<std::string, sqlite3_stmt*> stmts_;
+  std::set<std::string> tables_;
+};
+
+/// Whether `name` is acceptable as a KV table name: [A-Za-z_][A-Za-z0-9_]*, at most 64 bytes,
+/// not starting with sqlite_.
+bool valid_table_name(const std::string& name);
+
+} // namespace litedrive
