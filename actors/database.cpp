@@ -103,15 +103,20 @@ void commit_next_group(self_ptr self) {
           bool ok = i < outcomes.size() && !outcomes[i].error;
           std::visit(
             [&](auto& rp) {
-              if (i >= outcomes.size())
+              using type = std::decay_t<decltype(rp)>;
+              if constexpr (std::is_same_v<type, std::monostate>) {
+                if (!ok && i < outcomes.size())
+                  spdlog::warn("{}: {}", self->state.loc.name,
+                               caf::to_string(outcomes[i].error));
+              } else if (i >= outcomes.size()) {
                 rp.deliver(make_error(errc::internal_error, "missing group outcome"));
-              else if (!ok)
+              } else if (!ok) {
                 rp.deliver(std::move(outcomes[i].error));
-              else if constexpr (std::is_same_v<std::decay_t<decltype(rp)>,
-                                                caf::typed_response_promise<std::string>>)
+              } else if constexpr (std::is_same_v<type, caf::typed_response_promise<std::string>>) {
                 rp.deliver(std::move(outcomes[i].answer.body));
-              else
+              } else {
                 rp.deliver(std::move(outcomes[i].answer));
+              }
             },
             promises[i]);
           finished(self, started, ok);
@@ -121,7 +126,12 @@ void commit_next_group(self_ptr self) {
       },
       [self, promises, started](caf::error& err) mutable {
         for (auto& p : promises) {
-          std::visit([&](auto& rp) { rp.deliver(err); }, p);
+          std::visit(
+            [&](auto& rp) {
+              if constexpr (!std::is_same_v<std::decay_t<decltype(rp)>, std::monostate>)
+                rp.deliver(err);
+            },
+            p);
           finished(self, started, false);
         }
         self->state.committing = false;
@@ -206,8 +216,7 @@ database_actor::behavior_type database(self_ptr self, db_location loc, settings 
         kv_request req;
         req.op = kv_op::sweep;
         ++st.in_flight;
-        auto rp = self->make_response_promise<kv_answer>();
-        st.queue.push_back({db_op{std::move(req)}, rp});
+        st.queue.push_back({db_op{std::move(req)}, std::monostate{}});
         commit_next_group(self);
       }
       arm_sweep(self);

@@ -20,10 +20,12 @@
 namespace litedrive {
 
 struct database_state {
-  /// An operation waiting for the next group commit, and whom to answer.
+  /// An operation waiting for the next group commit, and whom to answer (nobody for the
+  /// actor's own work, such as the expiry sweep).
   struct queued_op {
     db_op op;
-    std::variant<caf::typed_response_promise<std::string>, caf::typed_response_promise<kv_answer>>
+    std::variant<std::monostate, caf::typed_response_promise<std::string>,
+                 caf::typed_response_promise<kv_answer>>
       promise;
   };
 

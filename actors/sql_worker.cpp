@@ -36,6 +36,12 @@ sql_worker_actor::behavior_type
 sql_worker(sql_worker_actor::stateful_pointer<sql_worker_state> self, db_location loc, settings s) {
   self->state.engine = std::make_shared<sql_engine>(std::move(loc), std::move(s));
   auto* engine = self->state.engine.get();
+  // Close the connections here, on this actor's own thread: closing a file of the drive waits
+  // for the drive's FLUSH, which a CAF scheduler thread must never do.
+  self->set_exit_handler([self](caf::exit_msg& msg) {
+    self->state.engine->close();
+    self->quit(msg.reason);
+  });
   return {
     [engine](exec_atom, const std::vector<db_op>& group) -> std::vector<op_outcome> {
       try {

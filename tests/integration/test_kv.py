@@ -1,0 +1,316 @@
+"""The key-value store (issue 4) against the real daemon, over HTTP, with the drive mounted (so
+the HTTP side and sqlite3 clients share one database through the mount)."""
+import concurrent.futures
+import json
+import os
+import sqlite3
+import threading
+import time
+import unittest
+import urllib.parse
+
+from harness import Daemon
+
+
+class KV(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.d = Daemon("--kv-sweep-ms=200", "--allow-any-absolute-db-path", mount=True).start()
+        status, body, _, _ = cls.d.create("app")
+        assert status == 200, body
+
+    @classmethod
+    def tearDownClass(cls):
+        code = cls.d.stop()
+        cls.d.cleanup()
+        assert code == 0, code
+
+    NO_BODY = object()
+
+    def kv(self, method, key="", body=NO_BODY, conn=None, headers=None, **params):
+        """body: a Python value sent as JSON, bytes sent as they are, or nothing."""
+        params.setdefault("db", "app")
+        path = "/api/v1/sqlite/kv" + ("/" + key if key else "")
+        query = urllib.parse.urlencode(params)
+        if body is self.NO_BODY:
+            body = None
+        elif not isinstance(body, bytes):
+            body = json.dumps(body)
+        return self.d.request(method, path + "?" + query, body, headers=headers, conn=conn)
+
+    def q(self, key):
+        return urllib.parse.quote(key, safe="")
+
+    # -- basic ------------------------------------------------------------------------------------
+
+    def test_set_get_delete_head_and_etag(self):
+        status, body, _, h = self.kv("PUT", "user:1", {"name": "Alice", "role": "editor"})
+        self.assertEqual((status, body["key"], body["version"], h["ETag"]), (200, "user:1", 1, '"1"'))
+        status, body, raw, h = self.kv("GET", "user:1")
+        self.assertEqual((status, body, h["ETag"]), (200, {"name": "Alice", "role": "editor"}, '"1"'))
+        status, _, raw, _ = self.kv("GET", "user:1", headers={"If-None-Match": '"1"'})
+        self.assertEqual((status, raw), (304, b""))
+        status, _, raw, h = self.kv("HEAD", "user:1")
+        self.assertEqual((status, raw, h["ETag"]), (200, b"", '"1"'))
+        self.kv("PUT", "user:1", {"name": "Alice", "role": "admin"})
+        self.assertEqual(self.kv("GET", "user:1")[3]["ETag"], '"2"')
+        status, body, _, _ = self.kv("DELETE", "user:1")
+        self.assertEqual((status, body["deleted"]), (200, True))
+        status, body, raw, _ = self.kv("GET", "user:1")
+        self.assertEqual((status, raw), (404, b"null"))
+        self.assertEqual(self.kv("HEAD", "user:1")[0], 404)
+        self.assertEqual(self.kv("DELETE", "user:1")[1]["deleted"], False)
+
+    def test_any_json_value_round_trips(self):
+        for i, value in enumerate([None, True, 0, -9223372036854775808, 1.5, "text \u2603", [1, [2]], {"a": {"b": None}}]):
+            self.kv("PUT", f"v:{i}", value)
+            status, body, _, _ = self.kv("GET", f"v:{i}")
+            self.assertEqual((status, body), (200, value))
+
+    def test_keys_with_slashes_and_unicode(self):
+        for key in ["a/b", "spaces here", "emoji \U0001F600", "x" * 1024]:
+            self.assertEqual(self.kv("PUT", self.q(key), {"k": key})[0], 200, key)
+            self.assertEqual(self.kv("GET", self.q(key))[1], {"k": key})
+
+    def test_json_paths(self):
+        self.kv("PUT", "doc", {"a": {"b": [10, {"c": "deep"}]}, "n": None})
+        self.assertEqual(self.kv("GET", "doc", path="$.a.b[0]")[1], 10)
+        self.assertEqual(self.kv("GET", "doc", path="$.a.b[1].c")[1], "deep")
+        self.assertEqual(self.kv("GET", "doc", path="$.n")[:2], (200, None))
+        self.assertEqual(self.kv("GET", "doc", path="$.missing")[:3][0], 404)
+        status, body, _, _ = self.kv("PUT", "doc", {"x": 1}, path="$.a.b[1].c")
+        self.assertEqual(status, 200)
+        self.assertEqual(self.kv("GET", "doc")[1], {"a": {"b": [10, {"c": {"x": 1}}]}, "n": None})
+        self.kv("PUT", "doc", 5, path="$.new.field")
+        self.assertEqual(self.kv("GET", "doc", path="$.new")[1], {"field": 5})
+        self.assertEqual(self.kv("GET", "doc", path="a.b")[1]["error"]["code"], "INVALID_PATH")
+        self.assertEqual(self.kv("GET", "doc", path="$.a[")[1]["error"]["code"], "INVALID_PATH")
+
+    def test_list_with_prefix_limit_and_cursor(self):
+        for i in range(25):
+            self.kv("PUT", f"list:{i:02d}", i)
+        self.kv("PUT", "listz", 1)
+        seen, cursor = [], None
+        while True:
+            params = {"prefix": "list:", "limit": 10}
+            if cursor:
+                params["cursor"] = cursor
+            status, body, _, _ = self.kv("GET", **params)
+            self.assertEqual(status, 200)
+            seen += [k["key"] for k in body["keys"]]
+            cursor = body["cursor"]
+            if not cursor:
+                break
+        self.assertEqual(seen, [f"list:{i:02d}" for i in range(25)])
+
+    # -- TTL ----------------------------------------------------------------------------------------
+
+    def test_ttl_expiry_hides_and_sweeps(self):
+        self.kv("PUT", "session:abc123", {"user_id": "user-456"}, ttl=0.4)
+        self.kv("PUT", "keep", 1, ttl=3600)
+        self.assertEqual(self.kv("GET", "session:abc123")[0], 200)
+        time.sleep(0.5)
+        self.assertEqual(self.kv("GET", "session:abc123")[0], 404)
+        keys = [k["key"] for k in self.kv("GET", prefix="session:")[1]["keys"]]
+        self.assertNotIn("session:abc123", keys)
+        self.assertFalse(self.kv("POST", "batch/get", {"keys": ["session:abc123"]})[1]["results"][0]["found"])
+        self.assertEqual(self.kv("GET", prefix="keep")[1]["keys"][0]["key"], "keep")
+        # The sweep removes the row itself (seen with plain SQL through the drive).
+        deadline = time.time() + 5
+        path = os.path.join(self.d.mount, "app.db")
+        while time.time() < deadline:
+            con = sqlite3.connect(path)
+            n = con.execute("SELECT count(*) FROM kv_store WHERE key = 'session:abc123'").fetchone()[0]
+            con.close()
+            if n == 0:
+                break
+            time.sleep(0.1)
+        self.assertEqual(n, 0)
+        # An atomic operation keeps the TTL; a SET replaces it.
+        self.kv("PUT", "ttlcount", 1, ttl=3600)
+        self.kv("POST", "ttlcount/incr")
+        expires = self.kv("GET", prefix="ttlcount")[1]["keys"][0]["expires_at"]
+        self.assertGreater(expires, time.time() + 3000)
+
+    # -- compare-and-set ---------------------------------------------------------------------------
+
+    def test_compare_and_set(self):
+        status, body, _, _ = self.kv("PUT", "cas", 1, if_match=0)          # create only if absent
+        self.assertEqual((status, body["version"]), (200, 1))
+        status, body, _, _ = self.kv("PUT", "cas", 2, if_match=0)
+        self.assertEqual((status, body["error"]["code"], body["error"]["current_version"]), (412, "VERSION_CONFLICT", 1))
+        self.assertEqual(self.kv("PUT", "cas", 2, if_match=1)[1]["version"], 2)
+        status, body, _, _ = self.kv("PUT", "cas", 3, headers={"If-Match": '"1"'})
+        self.assertEqual((status, body["error"]["current_version"]), (412, 2))
+        self.assertEqual(self.kv("DELETE", "cas", if_match=1)[0], 412)
+        self.assertEqual(self.kv("DELETE", "cas", if_match=2)[1]["deleted"], True)
+
+    def test_cas_under_contention_has_one_winner_per_version(self):
+        self.kv("PUT", "race", 0)
+        wins = []
+
+        def contender(n):
+            conn = self.d.connection()
+            status, body, _, _ = self.kv("PUT", "race", n, conn=conn, if_match=1)
+            conn.close()
+            return status
+
+        with concurrent.futures.ThreadPoolExecutor(20) as pool:
+            statuses = list(pool.map(contender, range(20)))
+        self.assertEqual(statuses.count(200), 1)
+        self.assertEqual(statuses.count(412), 19)
+        self.assertEqual(self.kv("GET", "race")[3]["ETag"], '"2"')
+
+    # -- atomic operations -------------------------------------------------------------------------
+
+    def test_incr_decr(self):
+        self.assertEqual(self.kv("POST", "views:homepage/incr")[1]["value"], 1)   # missing counts from 0
+        self.assertEqual(self.kv("POST", "views:homepage/incr", delta=10)[1]["value"], 11)
+        self.assertEqual(self.kv("POST", "views:homepage/decr", delta=3)[1]["value"], 8)
+        self.assertEqual(self.kv("GET", "views:homepage")[1], 8)
+        self.kv("PUT", "word", "hello")
+        status, body, _, _ = self.kv("POST", "word/incr")
+        self.assertEqual((status, body["error"]["code"]), (400, "NOT_A_NUMBER"))
+        self.kv("PUT", "float", 1.5)
+        self.assertEqual(self.kv("POST", "float/incr")[1]["error"]["code"], "NOT_A_NUMBER")
+        self.kv("PUT", "big", 9223372036854775806)
+        self.assertEqual(self.kv("POST", "big/incr")[1]["value"], 9223372036854775807)
+        status, body, _, _ = self.kv("POST", "big/incr")
+        self.assertEqual((status, body["error"]["code"]), (400, "NUMBER_OVERFLOW"))
+        self.assertEqual(self.kv("GET", "big")[1], 9223372036854775807)
+        self.kv("PUT", "small", -9223372036854775808)
+        self.assertEqual(self.kv("POST", "small/decr")[1]["error"]["code"], "NUMBER_OVERFLOW")
+        self.assertEqual(self.kv("POST", "x/incr", delta="abc")[1]["error"]["code"], "INVALID_PARAMETER")
+
+    def test_1000_concurrent_incr_from_50_connections(self):
+        def client(n):
+            conn = self.d.connection()
+            bad = 0
+            for _ in range(20):
+                status, _, _, _ = self.kv("POST", "counter/incr", conn=conn)
+                bad += status != 200
+            conn.close()
+            return bad
+
+        with concurrent.futures.ThreadPoolExecutor(50) as pool:
+            self.assertEqual(sum(pool.map(client, range(50))), 0)
+        self.assertEqual(self.kv("GET", "counter")[1], 1000)
+
+    def test_push_pop_remove(self):
+        # The reference's shopping cart.
+        item = {"product_id": "prod-xyz", "quantity": 2, "price": 29.99}
+        self.assertEqual(self.kv("POST", "cart:user1/push", {"value": item})[1]["length"], 1)
+        self.assertEqual(self.kv("POST", "cart:user1/push", {"value": "product-123"})[1]["length"], 2)
+        self.assertEqual(self.kv("POST", "cart:user1/push", {"value": "product-123"})[1]["length"], 3)
+        # Deep equality removes every equal element...
+        self.assertEqual(self.kv("POST", "cart:user1/remove", {"value": "product-123"})[1]["removed"], 2)
+        # ...and an object that equals nothing removes the elements containing its fields.
+        self.assertEqual(self.kv("POST", "cart:user1/remove", {"value": {"product_id": "prod-xyz"}})[1]["removed"], 1)
+        self.assertEqual(self.kv("GET", "cart:user1")[1], [])
+        for v in ["a", "b", "c"]:
+            self.kv("POST", "list/push", {"value": v})
+        self.assertEqual(self.kv("POST", "list/remove", index=-1)[1]["length"], 2)
+        self.assertEqual(self.kv("POST", "list/remove", index=0)[1]["removed"], 1)
+        self.assertEqual(self.kv("POST", "list/remove", index=5)[1]["error"]["code"], "INDEX_OUT_OF_RANGE")
+        status, body, _, _ = self.kv("POST", "list/pop")
+        self.assertEqual((status, body["value"], body["length"]), (200, "b", 0))
+        status, _, raw, _ = self.kv("POST", "list/pop")                       # empty: 404 null
+        self.assertEqual((status, raw), (404, b"null"))
+        self.assertEqual(self.kv("POST", "nothing/pop")[0], 404)
+        self.kv("PUT", "scalar", 5)
+        self.assertEqual(self.kv("POST", "scalar/push", {"value": 1})[1]["error"]["code"], "NOT_AN_ARRAY")
+        self.assertEqual(self.kv("POST", "scalar/push", {"nope": 1})[1]["error"]["code"], "INVALID_REQUEST")
+
+    def test_concurrent_push_loses_nothing(self):
+        def client(n):
+            conn = self.d.connection()
+            for i in range(20):
+                self.kv("POST", "queue/push", {"value": n * 100 + i}, conn=conn)
+            conn.close()
+
+        with concurrent.futures.ThreadPoolExecutor(25) as pool:
+            list(pool.map(client, range(25)))
+        self.assertEqual(sorted(self.kv("GET", "queue")[1]), sorted(n * 100 + i for n in range(25) for i in range(20)))
+
+    # -- batches -----------------------------------------------------------------------------------
+
+    def test_batches_are_all_or_nothing(self):
+        batch = [{"key": f"b:{i}", "value": {"i": i}} for i in range(100)]
+        status, body, _, _ = self.kv("POST", "batch/set", {"batch": batch})
+        self.assertEqual((status, len(body["results"])), (200, 100))
+        status, body, _, _ = self.kv("POST", "batch/get", {"keys": [f"b:{i}" for i in range(100)]})
+        self.assertEqual([r["value"]["i"] for r in body["results"]], list(range(100)))
+        bad = [{"key": f"c:{i}", "value": i} for i in range(100)]
+        bad[57] = {"key": "", "value": 1}
+        status, body, _, _ = self.kv("POST", "batch/set", {"batch": bad})
+        self.assertEqual((status, body["error"]["code"], body["error"]["item"]), (400, "INVALID_KEY", 57))
+        self.assertFalse(self.kv("POST", "batch/get", {"keys": ["c:0"]})[1]["results"][0]["found"])
+        bad[57] = {"key": "c:57", "value": 1, "ttl": -1}
+        status, body, _, _ = self.kv("POST", "batch/set", {"batch": bad})
+        self.assertEqual((status, body["error"]["item"]), (400, 57))
+        status, body, _, _ = self.kv("POST", "batch/set", {"batch": batch + [{"key": "b:100", "value": 1}]})
+        self.assertEqual((status, body["error"]["code"]), (400, "TOO_MANY_ITEMS"))
+        self.assertEqual(self.kv("POST", "batch/get", {"keys": ["k"] * 101})[1]["error"]["code"], "TOO_MANY_ITEMS")
+        status, body, _, _ = self.kv("POST", "batch/delete", {"keys": ["b:0", "b:1", "missing"]})
+        self.assertEqual([r["deleted"] for r in body["results"]], [True, True, False])
+
+    def test_feature_flags_and_config_examples(self):
+        self.kv("POST", "batch/set", {"batch": [{"key": "feature:new-ui", "value": True},
+                                                {"key": "feature:beta-api", "value": False},
+                                                {"key": "feature:dark-mode", "value": True}]})
+        self.assertIs(self.kv("GET", "feature:new-ui")[1], True)
+        self.assertIs(self.kv("GET", "feature:beta-api")[1], False)
+        config = {"timeout": 30, "retries": 3, "endpoint": "https://api.example.com"}
+        self.kv("PUT", "config:api", config)
+        self.assertEqual(self.kv("GET", "config:api")[1], config)
+
+    # -- the table is an ordinary table ------------------------------------------------------------
+
+    def test_sql_clients_on_the_drive_see_and_change_the_table(self):
+        self.kv("PUT", "shared", {"from": "http"})
+        path = os.path.join(self.d.mount, "app.db")
+        con = sqlite3.connect(path, timeout=0)
+        row = con.execute("SELECT value, version FROM kv_store WHERE key = 'shared'").fetchone()
+        self.assertEqual((json.loads(row[0]), row[1]), ({"from": "http"}, 1))
+        con.execute("UPDATE kv_store SET value = '{\"from\": \"sql\"}' WHERE key = 'shared'")
+        con.execute("INSERT INTO kv_store (key, value) VALUES ('fromsql', 'plain text')")
+        con.commit()
+        con.close()
+        status, body, _, h = self.kv("GET", "shared")
+        self.assertEqual((body, h["ETag"]), ({"from": "sql"}, '"2"'))   # the trigger bumped it
+        self.assertEqual(self.kv("GET", "fromsql")[1], "plain text")     # non-JSON served as a string
+        self.assertEqual(self.kv("PUT", "shared", 1, if_match=1)[0], 412)
+
+    def test_other_tables_and_absolute_paths(self):
+        self.assertEqual(self.kv("PUT", "t1", 1, table="sessions")[0], 200)
+        self.assertEqual(self.kv("GET", "t1", table="sessions")[1], 1)
+        self.assertEqual(self.kv("GET", "t1")[0], 404)
+        self.assertEqual(self.kv("GET", "t1", table="bad name")[1]["error"]["code"], "INVALID_PARAMETER")
+        self.assertEqual(self.kv("GET", "t1", table="sqlite_master")[1]["error"]["code"], "INVALID_PARAMETER")
+        abs_path = os.path.join(self.d.mount, "app.db")
+        self.assertEqual(self.kv("GET", "t1", table="sessions", db=abs_path)[1], 1)
+
+    # -- errors ------------------------------------------------------------------------------------
+
+    def test_error_paths(self):
+        self.assertEqual(self.kv("PUT", "k", b"{not json")[1]["error"]["code"], "INVALID_JSON")
+        self.assertEqual(self.kv("PUT", "k", b"")[1]["error"]["code"], "INVALID_JSON")
+        self.assertEqual(self.kv("PUT", "k", 1, ttl="soon")[1]["error"]["code"], "INVALID_PARAMETER")
+        self.assertEqual(self.kv("PUT", "k", 1, ttl="-5")[1]["error"]["code"], "INVALID_PARAMETER")
+        self.assertEqual(self.kv("PUT", "k", 1, ttl="0")[1]["error"]["code"], "INVALID_PARAMETER")
+        self.assertEqual(self.kv("GET", "%00bad")[1]["error"]["code"], "INVALID_KEY")
+        self.assertEqual(self.kv("GET", "%zz")[1]["error"]["code"], "INVALID_KEY")
+        self.assertEqual(self.kv("GET", "x" * 1025)[1]["error"]["code"], "INVALID_KEY")
+        self.assertEqual(self.kv("GET", "k/unknownop")[0], 404)
+        status, body, _, h = self.kv("POST", "k")
+        self.assertEqual((status, body["error"]["code"], h["Allow"]), (405, "METHOD_NOT_ALLOWED", "GET, HEAD, PUT, DELETE"))
+        self.assertEqual(self.kv("GET", "k/incr")[0], 405)
+        self.assertEqual(self.kv("GET", "k", db="missing")[1]["error"]["code"], "DATABASE_NOT_FOUND")
+        self.assertEqual(self.d.request("GET", "/api/v1/sqlite/kv/k")[1]["error"]["code"], "MISSING_PARAMETER")
+        self.assertEqual(self.kv("POST", "batch/set", {"nope": []})[1]["error"]["code"], "INVALID_REQUEST")
+        self.assertEqual(self.kv("POST", "batch/get", {"keys": [1]})[1]["error"]["code"], "INVALID_REQUEST")
+        self.assertEqual(self.d.request("GET", "/api/v1/sqlite/health")[0], 200)
+
+
+if __name__ == "__main__":
+    unittest.main()
