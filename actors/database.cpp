@@ -222,7 +222,9 @@ database_actor::behavior_type database(self_ptr self, db_location loc, settings 
       arm_sweep(self);
     },
     [self](query_atom atm, std::string& sql) { return forward(self, atm, std::move(sql)); },
-    [self](create_atom atm, bool init_kv) { return forward(self, atm, init_kv); },
+    [self](create_atom atm, bool init_kv, std::string& journal_mode) {
+      return forward(self, atm, init_kv, std::move(journal_mode));
+    },
     [self](stats_atom) -> caf::result<std::string> { return stats_json(self->state); },
     [self](idle_atom) -> caf::result<bool> {
       // Held locks and waiters live only here, and attached drive inodes send here directly:

@@ -147,8 +147,9 @@ db_registry_actor::behavior_type db_registry(self_ptr self, settings s) {
     [self](query_atom atm, db_location& loc, std::string& sql) -> caf::result<std::string> {
       return self->delegate(route(self, loc), atm, std::move(sql));
     },
-    [self](create_atom atm, db_location& loc, bool init_kv) -> caf::result<std::string> {
-      return self->delegate(route(self, loc), atm, init_kv);
+    [self](create_atom atm, db_location& loc, bool init_kv,
+           std::string& journal_mode) -> caf::result<std::string> {
+      return self->delegate(route(self, loc), atm, init_kv, std::move(journal_mode));
     },
     [self](kv_atom atm, db_location& loc, kv_request& req) -> caf::result<kv_answer> {
       return self->delegate(route(self, loc), atm, std::move(req));

@@ -705,7 +705,7 @@ caf::expected<std::string> sql_engine::query(const std::string& sql) {
   return out;
 }
 
-caf::expected<std::string> sql_engine::create(bool init_kv) {
+caf::expected<std::string> sql_engine::create(bool init_kv, const std::string& journal_mode) {
   if (auto err = check_stays_in_store(loc_, settings_))
     return err;
   bool existed = file_exists(loc_.open_path);
@@ -735,12 +735,29 @@ caf::expected<std::string> sql_engine::create(bool init_kv) {
       return err;
     }
   }
+  std::string mode;
+  {
+    // Outside any transaction: the only place a journal mode can change.
+    auto pragma = journal_mode.empty() ? std::string{"PRAGMA journal_mode"}
+                                       : "PRAGMA journal_mode=" + journal_mode;
+    sqlite3_stmt* stmt = nullptr;
+    if (sqlite3_prepare_v2(rw_, pragma.c_str(), -1, &stmt, nullptr) == SQLITE_OK
+        && sqlite3_step(stmt) == SQLITE_ROW)
+      mode = reinterpret_cast<const char*>(sqlite3_column_text(stmt, 0));
+    sqlite3_finalize(stmt);
+    if (!journal_mode.empty() && mode != journal_mode)
+      return make_error(errc::database_busy, "cannot switch '" + loc_.name + "' to journal mode "
+                                               + journal_mode + " while others use it (it is "
+                                               + mode + ")");
+  }
   std::string out = "{\"created\":";
   out += existed ? "false" : "true";
   out += ",\"path\":";
   json_out::string(out, loc_.name);
   out += ",\"kv\":";
   out += init_kv ? "true" : "false";
+  out += ",\"journal_mode\":";
+  json_out::string(out, mode);
   out += '}';
   return out;
 }

@@ -48,8 +48,9 @@ public:
   caf::expected<std::string> query(const std::string& sql);
 
   /// Creates the file (and missing directories inside the store) if needed; with `init_kv` also
-  /// the default KV table. Answers {"created":bool,"path":...,"kv":bool}.
-  caf::expected<std::string> create(bool init_kv);
+  /// the default KV table; with a `journal_mode` (delete, truncate, persist, wal) sets it.
+  /// Answers {"created":bool,"path":...,"kv":bool,"journal_mode":...}.
+  caf::expected<std::string> create(bool init_kv, const std::string& journal_mode = {});
 
   const db_location& location() const { return loc_; }
 

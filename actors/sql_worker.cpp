@@ -56,8 +56,8 @@ sql_worker(sql_worker_actor::stateful_pointer<sql_worker_state> self, db_locatio
     [engine](query_atom, const std::string& sql) {
       return guarded(engine->location(), [&] { return engine->query(sql); });
     },
-    [engine](create_atom, bool init_kv) {
-      return guarded(engine->location(), [&] { return engine->create(init_kv); });
+    [engine](create_atom, bool init_kv, const std::string& journal_mode) {
+      return guarded(engine->location(), [&] { return engine->create(init_kv, journal_mode); });
     },
   };
 }

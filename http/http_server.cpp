@@ -228,7 +228,17 @@ void handle_create(context& ctx, const request_handle& req, const query_params& 
   auto init_kv = bool_param(qp, "init_kv", false);
   if (!init_kv)
     return reply_error(req, init_kv.error());
-  ask_registry(ctx, req, create_atom_v, std::move(*loc), *init_kv);
+  std::string journal_mode;
+  if (auto j = qp.get_param("journal_mode")) {
+    journal_mode = std::string{*j};
+    for (auto& c : journal_mode)
+      c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    if (journal_mode != "delete" && journal_mode != "truncate" && journal_mode != "persist"
+        && journal_mode != "wal")
+      return reply_error(req, make_error(errc::invalid_parameter,
+                                         "journal_mode must be delete, truncate, persist or wal"));
+  }
+  ask_registry(ctx, req, create_atom_v, std::move(*loc), *init_kv, std::move(journal_mode));
 }
 
 void handle_locks(context& ctx, const request_handle& req, const query_params& qp) {

@@ -53,7 +53,7 @@ namespace litedrive {
 using sql_worker_actor = caf::typed_actor<
   caf::replies_to<exec_atom, std::vector<db_op>>::with<std::vector<op_outcome>>,
   caf::replies_to<query_atom, std::string>::with<std::string>,
-  caf::replies_to<create_atom, bool>::with<std::string>>;
+  caf::replies_to<create_atom, bool, std::string>::with<std::string>>;
 
 /// SQL work on one database, as the front ends see it.
 using sql_actor = caf::typed_actor<
@@ -61,8 +61,9 @@ using sql_actor = caf::typed_actor<
   caf::replies_to<exec_atom, sql_txn>::with<std::string>,
   // Runs one read-only statement on a read-only connection; answers {"results":[{resultSet}]}.
   caf::replies_to<query_atom, std::string>::with<std::string>,
-  // Creates the database file if missing (bool: also create the KV table); answers the outcome.
-  caf::replies_to<create_atom, bool>::with<std::string>,
+  // Creates the database file if missing (bool: also create the KV table; string: journal
+  // mode to set, or empty); answers the outcome.
+  caf::replies_to<create_atom, bool, std::string>::with<std::string>,
   // Answers this database's counters as a JSON object.
   caf::replies_to<stats_atom>::with<std::string>,
   // A key-value request (reads and writes join the group commit).
@@ -102,7 +103,7 @@ using database_actor = sql_actor::extend<
 using db_registry_actor = caf::typed_actor<
   caf::replies_to<exec_atom, db_location, sql_txn>::with<std::string>,
   caf::replies_to<query_atom, db_location, std::string>::with<std::string>,
-  caf::replies_to<create_atom, db_location, bool>::with<std::string>,
+  caf::replies_to<create_atom, db_location, bool, std::string>::with<std::string>,
   caf::replies_to<kv_atom, db_location, kv_request>::with<kv_answer>,
   // The drive's lock traffic, routed to the database's actor (spawned if needed for lock and
   // getlk; the others go only to an actor that exists, or are acknowledged at once).

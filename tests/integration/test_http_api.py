@@ -82,7 +82,11 @@ class ReferenceExamples(unittest.TestCase):
         status, body, _, _ = self.d.tx("withkv", [{"query": "SELECT name FROM sqlite_master WHERE type='table'"}])
         self.assertIn({"name": "kv_store"}, rows(body))
         status, body, _, _ = self.d.create("withkv")
-        self.assertEqual((status, body["created"]), (200, False))
+        self.assertEqual((status, body["created"], body["journal_mode"]), (200, False, "delete"))
+        status, body, _, _ = self.d.request("POST", "/api/v1/sqlite/db/create?path=walkv&journal_mode=WAL")
+        self.assertEqual((status, body["journal_mode"]), (200, "wal"))
+        status, body, _, _ = self.d.request("POST", "/api/v1/sqlite/db/create?path=walkv&journal_mode=sideways")
+        self.assertEqual((status, body["error"]["code"]), (400, "INVALID_PARAMETER"))
         self.assertTrue(os.path.exists(os.path.join(self.d.store, "withkv.db")))
 
     def test_06_health(self):

@@ -80,7 +80,7 @@ struct fixture : test_coordinator_fixture<> {
 CAF_TEST_FIXTURE_SCOPE(db_registry_tests, fixture)
 
 CAF_TEST(one actor per canonical path) {
-  CAF_REQUIRE(ask(create_atom_v, loc("app"), false));
+  CAF_REQUIRE(ask(create_atom_v, loc("app"), false, std::string{}));
   auto a = actor_for("app");
   CAF_CHECK_EQUAL(a, actor_for("app.db"));
   CAF_CHECK_EQUAL(a, actor_for("/hoody/databases/app.db"));
@@ -90,7 +90,7 @@ CAF_TEST(one actor per canonical path) {
 }
 
 CAF_TEST(requests are answered through the database actor) {
-  CAF_REQUIRE(ask(create_atom_v, loc("app"), false));
+  CAF_REQUIRE(ask(create_atom_v, loc("app"), false, std::string{}));
   CAF_REQUIRE(ask(exec_atom_v, loc("app"), txn("CREATE TABLE t(x)", false)));
   CAF_REQUIRE(ask(exec_atom_v, loc("app"), txn("INSERT INTO t VALUES (42)", false)));
   auto r = ask(query_atom_v, loc("app"), std::string{"SELECT x FROM t"});
@@ -106,7 +106,7 @@ CAF_TEST(requests are answered through the database actor) {
 }
 
 CAF_TEST(a database actor that dies is replaced on the next request) {
-  CAF_REQUIRE(ask(create_atom_v, loc("app"), false));
+  CAF_REQUIRE(ask(create_atom_v, loc("app"), false, std::string{}));
   auto first = actor_for("app");
   anon_send_exit(first, caf::exit_reason::kill);
   drain();
@@ -118,7 +118,7 @@ CAF_TEST(a database actor that dies is replaced on the next request) {
 }
 
 CAF_TEST(idle databases are closed and reopened on demand) {
-  CAF_REQUIRE(ask(create_atom_v, loc("app"), false));
+  CAF_REQUIRE(ask(create_atom_v, loc("app"), false, std::string{}));
   CAF_CHECK_EQUAL(stats()["open"].get<int>(), 1);
   advance_time(std::chrono::seconds{5});
   drain();
