@@ -3,6 +3,7 @@
 #include <sqlite3.h>
 
 #include <cmath>
+#include <initializer_list>
 #include <limits>
 
 #include <nlohmann/json.hpp>
@@ -61,9 +62,17 @@ kv_answer missing() {
   return kv_answer{false, "null", -1};
 }
 
-std::string version_body(const std::string& key, int64_t version) {
+/// {"key": key, <name>: <JSON text>..., "version": version}: the answer of every write.
+std::string key_answer(const std::string& key, int64_t version,
+                       std::initializer_list<std::pair<const char*, std::string>> fields = {}) {
   std::string out = "{\"key\":";
   json_out::string(out, key);
+  for (const auto& [name, value] : fields) {
+    out += ",\"";
+    out += name;
+    out += "\":";
+    out += value;
+  }
   out += ",\"version\":";
   json_out::integer(out, version);
   out += '}';
@@ -374,7 +383,7 @@ caf::expected<kv_answer> kv_engine::set(const kv_request& req, double now) {
   auto version = apply(req.table, req.key, value, expiry(req.ttl, now), now);
   if (!version)
     return std::move(version.error());
-  return kv_answer{true, version_body(req.key, *version), *version};
+  return kv_answer{true, key_answer(req.key, *version), *version};
 }
 
 caf::expected<kv_answer> kv_engine::del(const kv_request& req, double now) {
@@ -407,7 +416,7 @@ caf::expected<kv_answer> kv_engine::batch_set(const kv_request& req, double now)
     }
     if (i > 0)
       out += ',';
-    out += version_body(item.key, *version);
+    out += key_answer(item.key, *version);
   }
   out += "]}";
   return kv_answer{true, std::move(out), -1};
@@ -462,14 +471,8 @@ caf::expected<kv_answer> kv_engine::incr(const kv_request& req, double now) {
                        *cur ? (*cur)->expires_at : std::nullopt, now);
   if (!version)
     return std::move(version.error());
-  std::string out = "{\"key\":";
-  json_out::string(out, req.key);
-  out += ",\"value\":";
-  json_out::integer(out, result);
-  out += ",\"version\":";
-  json_out::integer(out, *version);
-  out += '}';
-  return kv_answer{true, std::move(out), *version};
+  return kv_answer{true, key_answer(req.key, *version, {{"value", std::to_string(result)}}),
+                   *version};
 }
 
 namespace {
@@ -503,14 +506,8 @@ caf::expected<kv_answer> kv_engine::push(const kv_request& req, double now) {
   auto version = apply(req.table, req.key, arr.dump(), *cur ? (*cur)->expires_at : std::nullopt, now);
   if (!version)
     return std::move(version.error());
-  std::string out = "{\"key\":";
-  json_out::string(out, req.key);
-  out += ",\"length\":";
-  json_out::integer(out, static_cast<int64_t>(arr.size()));
-  out += ",\"version\":";
-  json_out::integer(out, *version);
-  out += '}';
-  return kv_answer{true, std::move(out), *version};
+  return kv_answer{true, key_answer(req.key, *version, {{"length", std::to_string(arr.size())}}),
+                   *version};
 }
 
 caf::expected<kv_answer> kv_engine::pop(const kv_request& req, double now) {
@@ -529,16 +526,11 @@ caf::expected<kv_answer> kv_engine::pop(const kv_request& req, double now) {
   auto version = apply(req.table, req.key, arr->dump(), (*cur)->expires_at, now);
   if (!version)
     return std::move(version.error());
-  std::string out = "{\"key\":";
-  json_out::string(out, req.key);
-  out += ",\"value\":";
-  out += last.dump(-1, ' ', false, json::error_handler_t::replace);
-  out += ",\"length\":";
-  json_out::integer(out, static_cast<int64_t>(arr->size()));
-  out += ",\"version\":";
-  json_out::integer(out, *version);
-  out += '}';
-  return kv_answer{true, std::move(out), *version};
+  return kv_answer{true,
+                   key_answer(req.key, *version,
+                              {{"value", last.dump(-1, ' ', false, json::error_handler_t::replace)},
+                               {"length", std::to_string(arr->size())}}),
+                   *version};
 }
 
 namespace {
@@ -607,16 +599,11 @@ caf::expected<kv_answer> kv_engine::remove(const kv_request& req, double now) {
       return std::move(v.error());
     version = *v;
   }
-  std::string out = "{\"key\":";
-  json_out::string(out, req.key);
-  out += ",\"removed\":";
-  json_out::integer(out, static_cast<int64_t>(removed));
-  out += ",\"length\":";
-  json_out::integer(out, static_cast<int64_t>(arr->size()));
-  out += ",\"version\":";
-  json_out::integer(out, version);
-  out += '}';
-  return kv_answer{true, std::move(out), version};
+  return kv_answer{true,
+                   key_answer(req.key, version,
+                              {{"removed", std::to_string(removed)},
+                               {"length", std::to_string(arr->size())}}),
+                   version};
 }
 
 caf::expected<kv_answer> kv_engine::sweep(double now) {

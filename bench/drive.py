@@ -26,21 +26,10 @@ import urllib.request
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests", "integration"))
 os.environ.setdefault("LITEDRIVE_BIN", os.path.join(os.path.dirname(__file__), "..", "build", "litedrive"))
 from harness import Daemon  # noqa: E402
+sys.path.insert(0, os.path.dirname(__file__))
+from common import fsync_us  # noqa: E402
 
 SCALE = {"full": 1.0, "quick": 0.25}
-
-
-def fsync_us(directory, n=200):
-    path = os.path.join(directory, "fsync.probe")
-    fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o644)
-    t0 = time.perf_counter()
-    for _ in range(n):
-        os.pwrite(fd, b"x" * 4096, 0)
-        os.fdatasync(fd)
-    dt = time.perf_counter() - t0
-    os.close(fd)
-    os.unlink(path)
-    return dt / n * 1e6
 
 
 def fresh(path, journal, sync, rows=0):

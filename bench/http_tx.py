@@ -22,6 +22,8 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests", "integration"))
 os.environ.setdefault("LITEDRIVE_BIN", os.path.join(os.path.dirname(__file__), "..", "build", "litedrive"))
 from harness import Daemon  # noqa: E402
+sys.path.insert(0, os.path.dirname(__file__))
+from common import fsync_us  # noqa: E402
 
 WRK_SCRIPT = r"""
 wrk.method = "POST"
@@ -38,19 +40,6 @@ done = function(summary, latency, requests)
     summary.duration, latency:percentile(50), latency:percentile(99)))
 end
 """
-
-
-def fsync_us(directory, n=200):
-    path = os.path.join(directory, "fsync.probe")
-    fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o644)
-    t0 = time.perf_counter()
-    for _ in range(n):
-        os.pwrite(fd, b"x" * 4096, 0)
-        os.fdatasync(fd)
-    dt = time.perf_counter() - t0
-    os.close(fd)
-    os.unlink(path)
-    return dt / n * 1e6
 
 
 def native(path, seconds, journal, sync):

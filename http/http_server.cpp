@@ -337,6 +337,24 @@ struct route {
   void (*handler)(context&, const request_handle&, const query_params&);
 };
 
+/// The checks every routed request passes first: the body limit (413) and a well-formed query
+/// string. Answers the error itself and returns nullopt when one fails.
+std::optional<query_params> checked_params(context& ctx, const request_handle& req) {
+  if (req->body().size() > ctx.cfg.max_body_bytes) {
+    reply_error(req, make_error(errc::payload_too_large,
+                                "the body has " + std::to_string(req->body().size())
+                                  + " bytes; the limit is " + std::to_string(ctx.cfg.max_body_bytes)
+                                  + " (max_body_bytes)"));
+    return std::nullopt;
+  }
+  auto qp = parse_params(req);
+  if (!qp) {
+    reply_error(req, qp.error());
+    return std::nullopt;
+  }
+  return std::move(*qp);
+}
+
 restinio::request_handling_status_t dispatch(context& ctx, const request_handle& req) {
   ++ctx.requests;
   const auto& hdr = req->header();
@@ -365,19 +383,9 @@ restinio::request_handling_status_t dispatch(context& ctx, const request_handle&
     static constexpr std::string_view kv_prefix = "/api/v1/sqlite/kv";
     if (path.compare(0, kv_prefix.size(), kv_prefix) == 0
         && (path.size() == kv_prefix.size() || path[kv_prefix.size()] == '/')) {
-      if (req->body().size() > ctx.cfg.max_body_bytes) {
-        reply_error(req, make_error(errc::payload_too_large,
-                                    "the body has " + std::to_string(req->body().size())
-                                      + " bytes; the limit is "
-                                      + std::to_string(ctx.cfg.max_body_bytes)
-                                      + " (max_body_bytes)"));
+      auto qp = checked_params(ctx, req);
+      if (!qp)
         return restinio::request_accepted();
-      }
-      auto qp = parse_params(req);
-      if (!qp) {
-        reply_error(req, qp.error());
-        return restinio::request_accepted();
-      }
       auto rest = path.substr(kv_prefix.size());
       if (!rest.empty())
         rest.remove_prefix(1);
@@ -392,19 +400,9 @@ restinio::request_handling_status_t dispatch(context& ctx, const request_handle&
                                            std::string{"use "} + r.allow + " for " + r.path),
                            r.allow),
                restinio::request_accepted();
-      if (req->body().size() > ctx.cfg.max_body_bytes) {
-        reply_error(req, make_error(errc::payload_too_large,
-                                    "the body has " + std::to_string(req->body().size())
-                                      + " bytes; the limit is "
-                                      + std::to_string(ctx.cfg.max_body_bytes)
-                                      + " (max_body_bytes)"));
+      auto qp = checked_params(ctx, req);
+      if (!qp)
         return restinio::request_accepted();
-      }
-      auto qp = parse_params(req);
-      if (!qp) {
-        reply_error(req, qp.error());
-        return restinio::request_accepted();
-      }
       r.handler(ctx, req, *qp);
       return restinio::request_accepted();
     }
