@@ -92,6 +92,7 @@ http_status status_of(errc x) {
     case errc::not_an_array:
     case errc::index_out_of_range: return {400, "Bad Request"};
     case errc::version_conflict: return {412, "Precondition Failed"};
+    case errc::not_implemented: return {501, "Not Implemented"};
   }
   return {500, "Internal Server Error"};
 }

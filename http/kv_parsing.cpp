@@ -191,6 +191,12 @@ caf::expected<kv_request> parse_kv(std::string_view method, const std::vector<st
     req.path = p->second;
   }
   auto not_found = [] { return make_error(errc::not_found, "no such KV route"); };
+  // Time travel needs the key history, which is not built yet: refuse rather than answer the
+  // current value as if it were the past one.
+  if (params.count("at_timestamp"))
+    return make_error(errc::not_implemented,
+                      "at_timestamp (time travel) needs the key history, which this version of "
+                      "litedrive does not record yet");
   // -- GET /kv: list --------------------------------------------------------------------------
   if (seg.empty()) {
     if (method != "GET")

@@ -33,6 +33,7 @@ const char* to_code(errc x) noexcept {
     case errc::number_overflow: return "NUMBER_OVERFLOW";
     case errc::not_an_array: return "NOT_AN_ARRAY";
     case errc::index_out_of_range: return "INDEX_OUT_OF_RANGE";
+    case errc::not_implemented: return "NOT_IMPLEMENTED";
   }
   return "INTERNAL_ERROR";
 }

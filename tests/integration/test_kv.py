@@ -309,6 +309,8 @@ class KV(unittest.TestCase):
         self.assertEqual(self.d.request("GET", "/api/v1/sqlite/kv/k")[1]["error"]["code"], "MISSING_PARAMETER")
         self.assertEqual(self.kv("POST", "batch/set", {"nope": []})[1]["error"]["code"], "INVALID_REQUEST")
         self.assertEqual(self.kv("POST", "batch/get", {"keys": [1]})[1]["error"]["code"], "INVALID_REQUEST")
+        status, body, _, _ = self.kv("GET", "k", at_timestamp=1)     # issue 5 completes it
+        self.assertEqual((status, body["error"]["code"]), (501, "NOT_IMPLEMENTED"))
         self.assertEqual(self.d.request("GET", "/api/v1/sqlite/health")[0], 200)
 
 
