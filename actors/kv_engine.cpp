@@ -120,6 +120,7 @@ caf::error kv_engine::failure(const char* what) {
 
 caf::expected<sqlite3_stmt*> kv_engine::stmt(const std::string& table, const char* sql) {
   auto text = replace_all(sql, "{t}", quoted(table));
+  text = replace_all(text, "{n}", table);
   text = replace_all(text, "{v}", value_expr);
   auto i = stmts_.find(text);
   if (i != stmts_.end())
@@ -140,6 +141,7 @@ caf::error kv_engine::ensure_table(const std::string& table) {
     return make_error(errc::invalid_parameter,
                       "table names are letters, digits and _ (64 at most, not sqlite_...)");
   auto ddl = replace_all(replace_all(kv_store_ddl, "{table}", quoted(table)), "{name}", table);
+  // (the history table's name is "{name}_history": valid_table_name keeps it an identifier)
   char* msg = nullptr;
   if (sqlite3_exec(db_, ddl.c_str(), nullptr, nullptr, &msg) != SQLITE_OK) {
     std::string text = msg ? msg : "unknown error";
@@ -156,7 +158,27 @@ caf::error kv_engine::ensure_table(const std::string& table) {
 
 caf::expected<int64_t> kv_engine::apply(const std::string& table, const std::string& key,
                                         const std::optional<std::string>& value,
-                                        std::optional<double> expires_at, double now) {
+                                        std::optional<double> expires_at, double now,
+                                        const change& what) {
+  if (what.record) {
+    // The old value as stored (an expired key that the sweep has not removed yet still has
+    // one: what the history records is what the table held).
+    auto h = stmt(table, "INSERT INTO \"{n}_history\" (key, operation, old_value, new_value, ts, source) "
+                         "VALUES (?1, ?2, (SELECT value FROM {t} WHERE key = ?1), json(?3), ?4, ?5)");
+    if (!h)
+      return std::move(h.error());
+    reset_guard g{*h};
+    bind_text(*h, 1, key);
+    sqlite3_bind_text(*h, 2, what.operation, -1, SQLITE_STATIC);
+    if (value)
+      bind_text(*h, 3, *value);
+    else
+      sqlite3_bind_null(*h, 3);
+    sqlite3_bind_double(*h, 4, now);
+    sqlite3_bind_text(*h, 5, what.source, -1, SQLITE_STATIC);
+    if (sqlite3_step(*h) != SQLITE_DONE)
+      return failure("cannot record the history");
+  }
   if (!value) {
     auto s = stmt(table, "DELETE FROM {t} WHERE key = ?1");
     if (!s)
@@ -232,6 +254,10 @@ caf::expected<kv_answer> kv_engine::run(const kv_request& req, double now) {
     case kv_op::pop: return pop(req, now);
     case kv_op::remove: return remove(req, now);
     case kv_op::sweep: return sweep(now);
+    case kv_op::history: return history(req);
+    case kv_op::snapshot:
+    case kv_op::at_time: return value_then(req, now);
+    case kv_op::rollback: return rollback(req, now);
   }
   return make_error(errc::internal_error, "unknown KV operation");
 }
@@ -380,7 +406,8 @@ caf::expected<kv_answer> kv_engine::set(const kv_request& req, double now) {
       return failure("cannot set the path");
     value = column_text(*s, 0);
   }
-  auto version = apply(req.table, req.key, value, expiry(req.ttl, now), now);
+  auto version = apply(req.table, req.key, value, expiry(req.ttl, now), now,
+                       {req.path ? "set_path" : "set", req.history});
   if (!version)
     return std::move(version.error());
   return kv_answer{true, key_answer(req.key, *version), *version};
@@ -393,7 +420,7 @@ caf::expected<kv_answer> kv_engine::del(const kv_request& req, double now) {
   int64_t actual = *cur ? (*cur)->version : 0;
   if (req.if_match && *req.if_match != actual)
     return conflict(req.key, *req.if_match, actual);
-  auto done = apply(req.table, req.key, std::nullopt, std::nullopt, now);
+  auto done = apply(req.table, req.key, std::nullopt, std::nullopt, now, {"delete", req.history});
   if (!done)
     return std::move(done.error());
   std::string out = "{\"key\":";
@@ -408,7 +435,8 @@ caf::expected<kv_answer> kv_engine::batch_set(const kv_request& req, double now)
   std::string out = "{\"results\":[";
   for (size_t i = 0; i < req.items.size(); ++i) {
     const auto& item = req.items[i];
-    auto version = apply(req.table, item.key, item.value, expiry(item.ttl, now), now);
+    auto version = apply(req.table, item.key, item.value, expiry(item.ttl, now), now,
+                         {"batch_set", req.history});
     if (!version) {
       auto v = view(version.error());
       return make_error(v.code, "item " + std::to_string(i) + ": " + v.message,
@@ -428,7 +456,8 @@ caf::expected<kv_answer> kv_engine::batch_del(const kv_request& req, double now)
     auto cur = load(req.table, req.keys[i], now);
     if (!cur)
       return std::move(cur.error());
-    auto done = apply(req.table, req.keys[i], std::nullopt, std::nullopt, now);
+    auto done = apply(req.table, req.keys[i], std::nullopt, std::nullopt, now,
+                      {"batch_delete", req.history});
     if (!done)
       return std::move(done.error());
     if (i > 0)
@@ -468,7 +497,7 @@ caf::expected<kv_answer> kv_engine::incr(const kv_request& req, double now) {
                                                + " leaves the 64-bit signed range");
   // Atomic operations keep the key's TTL, like Redis INCR does; only a SET replaces it.
   auto version = apply(req.table, req.key, std::to_string(result),
-                       *cur ? (*cur)->expires_at : std::nullopt, now);
+                       *cur ? (*cur)->expires_at : std::nullopt, now, {"incr", req.history});
   if (!version)
     return std::move(version.error());
   return kv_answer{true, key_answer(req.key, *version, {{"value", std::to_string(result)}}),
@@ -503,7 +532,8 @@ caf::expected<kv_answer> kv_engine::push(const kv_request& req, double now) {
   if (!element)
     return make_error(errc::invalid_json, "value is not JSON");
   arr.push_back(std::move(*element));
-  auto version = apply(req.table, req.key, arr.dump(), *cur ? (*cur)->expires_at : std::nullopt, now);
+  auto version = apply(req.table, req.key, arr.dump(), *cur ? (*cur)->expires_at : std::nullopt,
+                       now, {"push", req.history});
   if (!version)
     return std::move(version.error());
   return kv_answer{true, key_answer(req.key, *version, {{"length", std::to_string(arr.size())}}),
@@ -523,7 +553,8 @@ caf::expected<kv_answer> kv_engine::pop(const kv_request& req, double now) {
     return kv_answer{false, "null", (*cur)->version};
   auto last = std::move(arr->back());
   arr->erase(arr->end() - 1);
-  auto version = apply(req.table, req.key, arr->dump(), (*cur)->expires_at, now);
+  auto version = apply(req.table, req.key, arr->dump(), (*cur)->expires_at, now,
+                       {"pop", req.history});
   if (!version)
     return std::move(version.error());
   return kv_answer{true,
@@ -594,7 +625,8 @@ caf::expected<kv_answer> kv_engine::remove(const kv_request& req, double now) {
   }
   int64_t version = (*cur)->version;
   if (removed > 0) {
-    auto v = apply(req.table, req.key, arr->dump(), (*cur)->expires_at, now);
+    auto v = apply(req.table, req.key, arr->dump(), (*cur)->expires_at, now,
+                   {"remove", req.history});
     if (!v)
       return std::move(v.error());
     version = *v;
@@ -604,6 +636,158 @@ caf::expected<kv_answer> kv_engine::remove(const kv_request& req, double now) {
                               {{"removed", std::to_string(removed)},
                                {"length", std::to_string(arr->size())}}),
                    version};
+}
+
+// -- time travel --------------------------------------------------------------------------------
+
+caf::expected<kv_answer> kv_engine::history(const kv_request& req) {
+  auto s = stmt(req.table, "SELECT op_number, operation, old_value, new_value, ts, source "
+                           "FROM \"{n}_history\" WHERE key = ?1 AND (?2 = 0 OR op_number < ?2) "
+                           "ORDER BY op_number DESC LIMIT ?3");
+  if (!s)
+    return std::move(s.error());
+  reset_guard g{*s};
+  bind_text(*s, 1, req.key);
+  sqlite3_bind_int64(*s, 2, req.before);
+  sqlite3_bind_int64(*s, 3, req.limit + 1);
+  std::string out = "{\"key\":";
+  json_out::string(out, req.key);
+  out += ",\"history\":[";
+  int64_t n = 0;
+  int64_t last = 0;
+  bool more = false;
+  auto json_or_null = [&out](sqlite3_stmt* st, int col) {
+    if (sqlite3_column_type(st, col) == SQLITE_NULL)
+      out += "null";
+    else
+      out += column_text(st, col);
+  };
+  int rc;
+  while ((rc = sqlite3_step(*s)) == SQLITE_ROW) {
+    if (n == req.limit) {
+      more = true;
+      break;
+    }
+    if (n++ > 0)
+      out += ',';
+    last = sqlite3_column_int64(*s, 0);
+    out += "{\"op_number\":";
+    json_out::integer(out, last);
+    out += ",\"operation\":";
+    json_out::string(out, column_text(*s, 1));
+    out += ",\"old_value\":";
+    json_or_null(*s, 2);
+    out += ",\"new_value\":";
+    json_or_null(*s, 3);
+    out += ",\"timestamp\":";
+    json_out::real(out, sqlite3_column_double(*s, 4));
+    out += ",\"source\":";
+    json_out::string(out, column_text(*s, 5));
+    out += '}';
+  }
+  if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+    return failure("cannot read the history");
+  out += "],\"cursor\":";
+  if (more)
+    json_out::integer(out, last);
+  else
+    out += "null";
+  out += '}';
+  return kv_answer{true, std::move(out), -1};
+}
+
+/// The value of a key at a point of its history (after op N, or at time T): the new value of the
+/// last recorded change up to that point; else the old value of the first change after it; else,
+/// with no recorded change around it, the value it has now.
+caf::expected<kv_answer> kv_engine::value_then(const kv_request& req, double now) {
+  bool by_op = req.op == kv_op::snapshot;
+  if (by_op) {
+    auto top = stmt(req.table, "SELECT coalesce(max(op_number), 0) FROM \"{n}_history\"");
+    if (!top)
+      return std::move(top.error());
+    reset_guard g{*top};
+    if (sqlite3_step(*top) != SQLITE_ROW)
+      return failure("cannot read the history");
+    if (req.op_number > sqlite3_column_int64(*top, 0))
+      return make_error(errc::history_unavailable,
+                        "op " + std::to_string(req.op_number) + " has not happened yet (the newest is "
+                          + std::to_string(sqlite3_column_int64(*top, 0)) + ")");
+  }
+  auto answer = [&](sqlite3_stmt* st, int col) {
+    if (sqlite3_column_type(st, col) == SQLITE_NULL)
+      return kv_answer{false, "null", -1};
+    return kv_answer{true, column_text(st, col), -1};
+  };
+  {
+    auto s = by_op ? stmt(req.table, "SELECT new_value FROM \"{n}_history\" WHERE key = ?1 "
+                                     "AND op_number <= ?2 ORDER BY op_number DESC LIMIT 1")
+                   : stmt(req.table, "SELECT new_value FROM \"{n}_history\" WHERE key = ?1 "
+                                     "AND ts <= ?2 ORDER BY op_number DESC LIMIT 1");
+    if (!s)
+      return std::move(s.error());
+    reset_guard g{*s};
+    bind_text(*s, 1, req.key);
+    if (by_op)
+      sqlite3_bind_int64(*s, 2, req.op_number);
+    else
+      sqlite3_bind_double(*s, 2, req.at_timestamp);
+    if (sqlite3_step(*s) == SQLITE_ROW)
+      return answer(*s, 0);
+  }
+  {
+    auto s = by_op ? stmt(req.table, "SELECT old_value FROM \"{n}_history\" WHERE key = ?1 "
+                                     "AND op_number > ?2 ORDER BY op_number LIMIT 1")
+                   : stmt(req.table, "SELECT old_value FROM \"{n}_history\" WHERE key = ?1 "
+                                     "AND ts > ?2 ORDER BY op_number LIMIT 1");
+    if (!s)
+      return std::move(s.error());
+    reset_guard g{*s};
+    bind_text(*s, 1, req.key);
+    if (by_op)
+      sqlite3_bind_int64(*s, 2, req.op_number);
+    else
+      sqlite3_bind_double(*s, 2, req.at_timestamp);
+    if (sqlite3_step(*s) == SQLITE_ROW)
+      return answer(*s, 0);
+  }
+  auto cur = load(req.table, req.key, by_op ? now : std::min(now, req.at_timestamp));
+  if (!cur)
+    return std::move(cur.error());
+  if (!*cur)
+    return missing();
+  return kv_answer{true, std::move((*cur)->value), -1};
+}
+
+caf::expected<kv_answer> kv_engine::rollback(const kv_request& req, double now) {
+  auto s = stmt(req.table, "SELECT old_value, (SELECT count(*) FROM \"{n}_history\" WHERE key = ?1) "
+                           "FROM \"{n}_history\" WHERE key = ?1 "
+                           "ORDER BY op_number DESC LIMIT 1 OFFSET ?2");
+  if (!s)
+    return std::move(s.error());
+  std::optional<std::string> target;
+  {
+    reset_guard g{*s};
+    bind_text(*s, 1, req.key);
+    sqlite3_bind_int64(*s, 2, req.steps - 1);
+    if (sqlite3_step(*s) != SQLITE_ROW)
+      return make_error(errc::history_unavailable,
+                        "key '" + req.key + "' has fewer than " + std::to_string(req.steps)
+                          + " recorded changes");
+    if (sqlite3_column_type(*s, 0) != SQLITE_NULL)
+      target = column_text(*s, 0);
+  }
+  auto cur = load(req.table, req.key, now);
+  if (!cur)
+    return std::move(cur.error());
+  auto version = apply(req.table, req.key, target, *cur ? (*cur)->expires_at : std::nullopt, now,
+                       {"rollback", true});
+  if (!version)
+    return std::move(version.error());
+  return kv_answer{true,
+                   key_answer(req.key, *version,
+                              {{"value", target ? *target : std::string{"null"}},
+                               {"steps", std::to_string(req.steps)}}),
+                   target ? *version : -1};
 }
 
 caf::expected<kv_answer> kv_engine::sweep(double now) {
@@ -620,7 +804,7 @@ caf::expected<kv_answer> kv_engine::sweep(double now) {
         expired.push_back(column_text(*s, 0));
     }
     for (const auto& key : expired) {
-      auto done = apply(table, key, std::nullopt, std::nullopt, now);
+      auto done = apply(table, key, std::nullopt, std::nullopt, now, {"expire", true, "expiry"});
       if (!done)
         return std::move(done.error());
       ++swept;

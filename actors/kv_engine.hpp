@@ -56,11 +56,19 @@ private:
 
   caf::expected<std::optional<current>> load(const std::string& table, const std::string& key,
                                              double now);
-  /// THE write: stores `value` (or deletes the key when it is nullopt). Answers the new version
-  /// (0 after a delete).
+  /// What a change is, for its history record.
+  struct change {
+    const char* operation;  ///< set, delete, incr, ...
+    bool record = true;     ///< false: ?history=false
+    const char* source = "http";
+  };
+
+  /// THE write: stores `value` (or deletes the key when it is nullopt) and records the change
+  /// with its old and new value in the table's history, in the same transaction. Answers the
+  /// new version (0 after a delete).
   caf::expected<int64_t> apply(const std::string& table, const std::string& key,
                                const std::optional<std::string>& value,
-                               std::optional<double> expires_at, double now);
+                               std::optional<double> expires_at, double now, const change& what);
 
   caf::expected<kv_answer> get(const kv_request& req, double now);
   caf::expected<kv_answer> list(const kv_request& req, double now);
@@ -74,6 +82,9 @@ private:
   caf::expected<kv_answer> pop(const kv_request& req, double now);
   caf::expected<kv_answer> remove(const kv_request& req, double now);
   caf::expected<kv_answer> sweep(double now);
+  caf::expected<kv_answer> history(const kv_request& req);
+  caf::expected<kv_answer> value_then(const kv_request& req, double now);
+  caf::expected<kv_answer> rollback(const kv_request& req, double now);
 
   /// A cached prepared statement ({t} in `sql` is replaced by the quoted table name).
   caf::expected<sqlite3_stmt*> stmt(const std::string& table, const char* sql);

@@ -93,6 +93,7 @@ http_status status_of(errc x) {
     case errc::index_out_of_range: return {400, "Bad Request"};
     case errc::version_conflict: return {412, "Precondition Failed"};
     case errc::not_implemented: return {501, "Not Implemented"};
+    case errc::history_unavailable: return {409, "Conflict"};
   }
   return {500, "Internal Server Error"};
 }
@@ -256,7 +257,7 @@ void reply_kv(const request_handle& req, kv_op op, const kv_answer& a,
   std::string etag;
   if (a.version >= 0)
     etag = "\"" + std::to_string(a.version) + "\"";
-  bool read = op == kv_op::get || op == kv_op::head;
+  bool read = op == kv_op::get || op == kv_op::head || op == kv_op::at_time;
   if (read && a.found && if_none_match && !etag.empty()
       && (*if_none_match == etag || *if_none_match == "W/" + etag || *if_none_match == "*")) {
     auto resp = req->create_response(restinio::status_not_modified());

@@ -169,6 +169,8 @@ const char* kv_allowed_methods(const std::vector<std::string>& seg) {
     return "GET";
   if (seg.size() == 1)
     return "GET, HEAD, PUT, DELETE";
+  if (seg.size() == 2 && (seg[1] == "history" || seg[1] == "snapshot"))
+    return "GET";
   return "POST";
 }
 
@@ -191,12 +193,7 @@ caf::expected<kv_request> parse_kv(std::string_view method, const std::vector<st
     req.path = p->second;
   }
   auto not_found = [] { return make_error(errc::not_found, "no such KV route"); };
-  // Time travel needs the key history, which is not built yet: refuse rather than answer the
-  // current value as if it were the past one.
-  if (params.count("at_timestamp"))
-    return make_error(errc::not_implemented,
-                      "at_timestamp (time travel) needs the key history, which this version of "
-                      "litedrive does not record yet");
+
   // -- GET /kv: list --------------------------------------------------------------------------
   if (seg.empty()) {
     if (method != "GET")
@@ -288,6 +285,16 @@ caf::expected<kv_request> parse_kv(std::string_view method, const std::vector<st
     }
     if (method == "GET" || method == "HEAD") {
       req.op = method == "GET" ? kv_op::get : kv_op::head;
+      if (auto t = params.find("at_timestamp"); t != params.end()) {
+        char* end = nullptr;
+        double ts = std::strtod(t->second.c_str(), &end);
+        if (t->second.empty() || *end != '\0' || !std::isfinite(ts) || ts < 0)
+          return bad_param("'at_timestamp' must be Unix time in seconds (fractions allowed)");
+        if (req.path)
+          return bad_param("'at_timestamp' and 'path' cannot be combined");
+        req.op = kv_op::at_time;
+        req.at_timestamp = ts;
+      }
       return req;
     }
     if (method == "PUT") {
@@ -313,10 +320,51 @@ caf::expected<kv_request> parse_kv(std::string_view method, const std::vector<st
   if (seg.size() != 2)
     return not_found();
   const auto& op = seg[1];
-  if (op != "incr" && op != "decr" && op != "push" && op != "pop" && op != "remove")
+  if (op == "history" || op == "snapshot") {
+    if (method != "GET")
+      return make_error(errc::method_not_allowed, "use GET for " + op);
+    if (op == "history") {
+      req.op = kv_op::history;
+      auto limit = integer_param(params, "limit", 100);
+      if (!limit)
+        return std::move(limit.error());
+      if (*limit < 1 || *limit > 1000)
+        return bad_param("'limit' must be 1..1000");
+      req.limit = *limit;
+      auto before = integer_param(params, "before", 0);
+      if (!before)
+        return std::move(before.error());
+      if (*before < 0)
+        return bad_param("'before' must be an op_number");
+      req.before = *before;
+      return req;
+    }
+    req.op = kv_op::snapshot;
+    if (!params.count("op_number"))
+      return make_error(errc::missing_parameter, "the query parameter 'op_number' is required");
+    auto n = integer_param(params, "op_number", 0);
+    if (!n)
+      return std::move(n.error());
+    if (*n < 1)
+      return bad_param("'op_number' must be 1 or more");
+    req.op_number = *n;
+    return req;
+  }
+  if (op != "incr" && op != "decr" && op != "push" && op != "pop" && op != "remove"
+      && op != "rollback")
     return not_found();
   if (method != "POST")
     return make_error(errc::method_not_allowed, "use POST for " + op);
+  if (op == "rollback") {
+    req.op = kv_op::rollback;
+    auto steps = integer_param(params, "steps", 1);
+    if (!steps)
+      return std::move(steps.error());
+    if (*steps < 1 || *steps > 1000000)
+      return bad_param("'steps' must be 1 or more");
+    req.steps = *steps;
+    return req;
+  }
   if (op == "incr" || op == "decr") {
     req.op = kv_op::incr;
     auto delta = integer_param(params, "delta", 1);

@@ -43,6 +43,7 @@ enum class errc : uint8_t {
   not_an_array,         ///< push/pop/remove on a value that is not an array
   index_out_of_range,   ///< remove?index= past the array
   not_implemented,      ///< a documented parameter whose feature is not built yet
+  history_unavailable,  ///< time travel past what the history holds
 };
 
 /// The stable, upper-case code string used in JSON error bodies.

@@ -24,3 +24,25 @@ BEGIN
                      updated_at = (julianday('now') - 2440587.5) * 86400.0
    WHERE key = NEW.key;
 END;
+-- The history of {table}: one row per change made through litedrive (set, partial set, delete,
+-- incr/decr, push/pop/remove, batch items, TTL expiry, rollback), written in the same transaction
+-- as the change itself. A write with ?history=false records nothing (such a change cannot be seen
+-- or undone through the history).
+--   op_number  monotonic per table
+--   operation  set, set_path, delete, incr, push, pop, remove, batch_set, batch_delete, expire,
+--              rollback
+--   old_value  the JSON text before the change, NULL if the key did not exist
+--   new_value  the JSON text after the change, NULL if the key was deleted
+--   ts         Unix time in seconds (fractions) of the change
+--   source     who changed it: http or expiry
+CREATE TABLE IF NOT EXISTS "{name}_history" (
+  op_number INTEGER PRIMARY KEY AUTOINCREMENT,
+  key       TEXT    NOT NULL,
+  operation TEXT    NOT NULL,
+  old_value TEXT,
+  new_value TEXT,
+  ts        REAL    NOT NULL,
+  source    TEXT    NOT NULL
+);
+CREATE INDEX IF NOT EXISTS "{name}_history_key" ON "{name}_history"(key, op_number);
+CREATE INDEX IF NOT EXISTS "{name}_history_ts" ON "{name}_history"(ts);

@@ -15,6 +15,9 @@ enum class kv_op : uint8_t {
   head,       ///< existence and version only
   list,       ///< keys by prefix, paginated
   batch_get,  ///< several keys
+  history,    ///< the key's recorded changes, newest first
+  snapshot,   ///< the key's value right after op `op_number`
+  at_time,    ///< the key's value at Unix time `at_timestamp`
   // -- writes (each in its own savepoint of the group commit) --
   set,        ///< store `value` (or set it at `path`); `ttl`, `if_match`
   del,        ///< delete
@@ -25,6 +28,7 @@ enum class kv_op : uint8_t {
   pop,        ///< remove and answer the last element
   remove,     ///< remove elements equal to `value`, or the one at `index`
   sweep,      ///< delete expired keys (the actor's timer)
+  rollback,   ///< undo the key's last `steps` changes (recorded as a change itself)
 };
 
 constexpr bool is_write(kv_op op) {
@@ -52,6 +56,11 @@ struct kv_request {
   std::string prefix;
   std::string cursor;              ///< list: continue after this key
   int64_t limit = 100;
+  // time travel
+  int64_t before = 0;              ///< history: only ops older than this one (0 = from the newest)
+  int64_t op_number = 0;           ///< snapshot
+  double at_timestamp = 0;         ///< at_time
+  int64_t steps = 1;               ///< rollback
   // batches
   std::vector<kv_item> items;      ///< batch_set
   std::vector<std::string> keys;   ///< batch_get, batch_del

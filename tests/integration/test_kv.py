@@ -309,9 +309,97 @@ class KV(unittest.TestCase):
         self.assertEqual(self.d.request("GET", "/api/v1/sqlite/kv/k")[1]["error"]["code"], "MISSING_PARAMETER")
         self.assertEqual(self.kv("POST", "batch/set", {"nope": []})[1]["error"]["code"], "INVALID_REQUEST")
         self.assertEqual(self.kv("POST", "batch/get", {"keys": [1]})[1]["error"]["code"], "INVALID_REQUEST")
-        status, body, _, _ = self.kv("GET", "k", at_timestamp=1)     # issue 5 completes it
-        self.assertEqual((status, body["error"]["code"]), (501, "NOT_IMPLEMENTED"))
+        self.assertEqual(self.kv("GET", "k", at_timestamp="yesterday")[1]["error"]["code"], "INVALID_PARAMETER")
+        self.assertEqual(self.kv("GET", "k/snapshot")[1]["error"]["code"], "MISSING_PARAMETER")
+        self.assertEqual(self.kv("GET", "k/snapshot", op_number=0)[1]["error"]["code"], "INVALID_PARAMETER")
+        self.assertEqual(self.kv("POST", "k/rollback", steps=0)[1]["error"]["code"], "INVALID_PARAMETER")
+        self.assertEqual(self.kv("POST", "k/history")[0], 405)
         self.assertEqual(self.d.request("GET", "/api/v1/sqlite/health")[0], 200)
+
+    # -- the key history (time travel) -------------------------------------------------------------
+
+    def test_history_snapshot_at_timestamp_and_rollback(self):
+        k, t = "tt:config", "tt"
+        steps = [("PUT", {"timeout": 10}), ("PUT", {"timeout": 20}), ("POST", "incr-not"),
+                 ("DELETE", None), ("PUT", {"timeout": 30})]
+        self.kv("PUT", k, {"timeout": 10}, table=t)
+        time.sleep(0.05)
+        self.kv("PUT", k, {"timeout": 20}, table=t)
+        time.sleep(0.05)
+        self.kv("PUT", k, 99, table=t, history="false")       # not recorded
+        self.kv("PUT", k, {"timeout": 20}, table=t, history="false")
+        time.sleep(0.05)
+        self.kv("DELETE", k, table=t)
+        time.sleep(0.05)
+        self.kv("PUT", k, {"timeout": 30}, table=t)
+        status, body, _, _ = self.kv("GET", k + "/history", table=t)
+        self.assertEqual(status, 200)
+        h = body["history"]
+        self.assertEqual([e["operation"] for e in h], ["set", "delete", "set", "set"])    # newest first
+        self.assertEqual([e["new_value"] for e in h], [{"timeout": 30}, None, {"timeout": 20}, {"timeout": 10}])
+        self.assertEqual([e["old_value"] for e in h], [None, {"timeout": 20}, {"timeout": 10}, None])
+        ops = [e["op_number"] for e in h]
+        self.assertEqual(ops, sorted(ops, reverse=True))
+        self.assertTrue(all(e["source"] == "http" for e in h))
+        # Pagination.
+        page = self.kv("GET", k + "/history", table=t, limit=2)[1]
+        self.assertEqual([e["op_number"] for e in page["history"]], ops[:2])
+        rest = self.kv("GET", k + "/history", table=t, limit=2, before=page["cursor"])[1]
+        self.assertEqual([e["op_number"] for e in rest["history"]], ops[2:])
+        self.assertIsNone(rest["cursor"])
+        # Snapshot by op number: the value right after it.
+        first, second, deleted, last = reversed(ops)
+        self.assertEqual(self.kv("GET", k + "/snapshot", table=t, op_number=first)[1], {"timeout": 10})
+        self.assertEqual(self.kv("GET", k + "/snapshot", table=t, op_number=second)[1], {"timeout": 20})
+        self.assertEqual(self.kv("GET", k + "/snapshot", table=t, op_number=deleted)[0], 404)
+        self.assertEqual(self.kv("GET", k + "/snapshot", table=t, op_number=last)[1], {"timeout": 30})
+        self.assertEqual(self.kv("GET", k + "/snapshot", table=t, op_number=last + 1000)[1]["error"]["code"],
+                         "HISTORY_UNAVAILABLE")
+        # Value at a time: between the recorded changes.
+        ts = [e["timestamp"] for e in reversed(h)]
+        self.assertEqual(self.kv("GET", k, table=t, at_timestamp=ts[0] - 0.01)[0], 404)       # before it existed
+        self.assertEqual(self.kv("GET", k, table=t, at_timestamp=(ts[0] + ts[1]) / 2)[1], {"timeout": 10})
+        self.assertEqual(self.kv("GET", k, table=t, at_timestamp=(ts[1] + ts[2]) / 2)[1], {"timeout": 20})
+        self.assertEqual(self.kv("GET", k, table=t, at_timestamp=(ts[2] + ts[3]) / 2)[0], 404)  # deleted then
+        self.assertEqual(self.kv("GET", k, table=t, at_timestamp=ts[3] + 1)[1], {"timeout": 30})
+        # Rollback of the last change, then the rollback's own undo.
+        status, body, _, _ = self.kv("POST", k + "/rollback", table=t)
+        self.assertEqual((status, body["value"]), (200, None))                                  # back to deleted
+        self.assertEqual(self.kv("GET", k, table=t)[0], 404)
+        self.assertEqual(self.kv("POST", k + "/rollback", table=t)[1]["value"], {"timeout": 30})  # undo the undo
+        self.assertEqual(self.kv("GET", k, table=t)[1], {"timeout": 30})
+        # Three changes back from here: the state before the delete.
+        self.assertEqual(self.kv("POST", k + "/rollback", table=t, steps=4)[1]["value"], {"timeout": 20})
+        self.assertEqual(self.kv("GET", k, table=t)[1], {"timeout": 20})
+        ops_now = [e["operation"] for e in self.kv("GET", k + "/history", table=t)[1]["history"]]
+        self.assertEqual(ops_now[:3], ["rollback", "rollback", "rollback"])
+        status, body, _, _ = self.kv("POST", k + "/rollback", table=t, steps=100)
+        self.assertEqual((status, body["error"]["code"]), (409, "HISTORY_UNAVAILABLE"))
+        self.assertEqual(self.kv("GET", k, table=t)[1], {"timeout": 20})                         # unchanged
+
+    def test_every_mutation_kind_is_recorded_and_expiry_too(self):
+        t = "rec"
+        self.kv("PUT", "c", 1, table=t)
+        self.kv("POST", "c/incr", table=t, delta=2)
+        self.kv("POST", "arr/push", {"value": 1}, table=t)
+        self.kv("POST", "arr/push", {"value": 2}, table=t)
+        self.kv("POST", "arr/pop", table=t)
+        self.kv("POST", "arr/remove", {"value": 1}, table=t)
+        self.kv("PUT", "doc", 5, table=t, path="$.a")
+        self.kv("POST", "batch/set", {"batch": [{"key": "b1", "value": 1}]}, table=t)
+        self.kv("POST", "batch/delete", {"keys": ["b1"]}, table=t)
+        self.kv("PUT", "short", 1, table=t, ttl=0.2)
+        ops = lambda key: [e["operation"] for e in reversed(self.kv("GET", key + "/history", table=t)[1]["history"])]
+        self.assertEqual(ops("c"), ["set", "incr"])
+        self.assertEqual(ops("arr"), ["push", "push", "pop", "remove"])
+        self.assertEqual(ops("doc"), ["set_path"])
+        self.assertEqual(ops("b1"), ["batch_set", "batch_delete"])
+        deadline = time.time() + 5
+        while time.time() < deadline and ops("short") != ["set", "expire"]:
+            time.sleep(0.1)
+        self.assertEqual(ops("short"), ["set", "expire"])
+        expire = self.kv("GET", "short/history", table=t)[1]["history"][0]
+        self.assertEqual((expire["source"], expire["old_value"], expire["new_value"]), ("expiry", 1, None))
 
 
 if __name__ == "__main__":
