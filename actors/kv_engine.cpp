@@ -258,6 +258,10 @@ caf::expected<kv_answer> kv_engine::run(const kv_request& req, double now) {
     case kv_op::snapshot:
     case kv_op::at_time: return value_then(req, now);
     case kv_op::rollback: return rollback(req, now);
+    case kv_op::diff: return diff(req, now);
+    case kv_op::table_snapshot: return table_snapshot(req, now);
+    case kv_op::rollback_preview: return table_rollback(req, now, false);
+    case kv_op::table_rollback: return table_rollback(req, now, true);
   }
   return make_error(errc::internal_error, "unknown KV operation");
 }
@@ -699,6 +703,48 @@ caf::expected<kv_answer> kv_engine::history(const kv_request& req) {
 /// The value of a key at a point of its history (after op N, or at time T): the new value of the
 /// last recorded change up to that point; else the old value of the first change after it; else,
 /// with no recorded change around it, the value it has now.
+caf::expected<std::optional<std::string>>
+kv_engine::value_at(const std::string& table, const std::string& key, bool by_op,
+                    int64_t op_number, double ts, double now) {
+  using result = std::optional<std::string>;
+  auto column = [](sqlite3_stmt* st) {
+    return sqlite3_column_type(st, 0) == SQLITE_NULL ? result{} : result{column_text(st, 0)};
+  };
+  for (int pass = 0; pass < 2; ++pass) {
+    const char* sql;
+    if (pass == 0)
+      sql = by_op ? "SELECT new_value FROM \"{n}_history\" WHERE key = ?1 AND op_number <= ?2 "
+                    "ORDER BY op_number DESC LIMIT 1"
+                  : "SELECT new_value FROM \"{n}_history\" WHERE key = ?1 AND ts <= ?2 "
+                    "ORDER BY op_number DESC LIMIT 1";
+    else
+      sql = by_op ? "SELECT old_value FROM \"{n}_history\" WHERE key = ?1 AND op_number > ?2 "
+                    "ORDER BY op_number LIMIT 1"
+                  : "SELECT old_value FROM \"{n}_history\" WHERE key = ?1 AND ts > ?2 "
+                    "ORDER BY op_number LIMIT 1";
+    auto s = stmt(table, sql);
+    if (!s)
+      return std::move(s.error());
+    reset_guard g{*s};
+    bind_text(*s, 1, key);
+    if (by_op)
+      sqlite3_bind_int64(*s, 2, op_number);
+    else
+      sqlite3_bind_double(*s, 2, ts);
+    int rc = sqlite3_step(*s);
+    if (rc == SQLITE_ROW)
+      return column(*s);
+    if (rc != SQLITE_DONE)
+      return failure("cannot read the history");
+  }
+  auto cur = load(table, key, by_op ? now : std::min(now, ts));
+  if (!cur)
+    return std::move(cur.error());
+  if (!*cur)
+    return result{};
+  return result{std::move((*cur)->value)};
+}
+
 caf::expected<kv_answer> kv_engine::value_then(const kv_request& req, double now) {
   bool by_op = req.op == kv_op::snapshot;
   if (by_op) {
@@ -713,49 +759,163 @@ caf::expected<kv_answer> kv_engine::value_then(const kv_request& req, double now
                         "op " + std::to_string(req.op_number) + " has not happened yet (the newest is "
                           + std::to_string(sqlite3_column_int64(*top, 0)) + ")");
   }
-  auto answer = [&](sqlite3_stmt* st, int col) {
-    if (sqlite3_column_type(st, col) == SQLITE_NULL)
-      return kv_answer{false, "null", -1};
-    return kv_answer{true, column_text(st, col), -1};
-  };
-  {
-    auto s = by_op ? stmt(req.table, "SELECT new_value FROM \"{n}_history\" WHERE key = ?1 "
-                                     "AND op_number <= ?2 ORDER BY op_number DESC LIMIT 1")
-                   : stmt(req.table, "SELECT new_value FROM \"{n}_history\" WHERE key = ?1 "
-                                     "AND ts <= ?2 ORDER BY op_number DESC LIMIT 1");
-    if (!s)
-      return std::move(s.error());
-    reset_guard g{*s};
-    bind_text(*s, 1, req.key);
-    if (by_op)
-      sqlite3_bind_int64(*s, 2, req.op_number);
-    else
-      sqlite3_bind_double(*s, 2, req.at_timestamp);
-    if (sqlite3_step(*s) == SQLITE_ROW)
-      return answer(*s, 0);
-  }
-  {
-    auto s = by_op ? stmt(req.table, "SELECT old_value FROM \"{n}_history\" WHERE key = ?1 "
-                                     "AND op_number > ?2 ORDER BY op_number LIMIT 1")
-                   : stmt(req.table, "SELECT old_value FROM \"{n}_history\" WHERE key = ?1 "
-                                     "AND ts > ?2 ORDER BY op_number LIMIT 1");
-    if (!s)
-      return std::move(s.error());
-    reset_guard g{*s};
-    bind_text(*s, 1, req.key);
-    if (by_op)
-      sqlite3_bind_int64(*s, 2, req.op_number);
-    else
-      sqlite3_bind_double(*s, 2, req.at_timestamp);
-    if (sqlite3_step(*s) == SQLITE_ROW)
-      return answer(*s, 0);
-  }
-  auto cur = load(req.table, req.key, by_op ? now : std::min(now, req.at_timestamp));
-  if (!cur)
-    return std::move(cur.error());
-  if (!*cur)
+  auto v = value_at(req.table, req.key, by_op, req.op_number, req.at_timestamp, now);
+  if (!v)
+    return std::move(v.error());
+  if (!*v)
     return missing();
-  return kv_answer{true, std::move((*cur)->value), -1};
+  return kv_answer{true, std::move(**v), -1};
+}
+
+namespace {
+
+void append_value(std::string& out, const std::optional<std::string>& v) {
+  out += v ? *v : std::string{"null"};
+}
+
+} // namespace
+
+caf::expected<kv_answer> kv_engine::diff(const kv_request& req, double now) {
+  auto s = stmt(req.table, "SELECT DISTINCT key FROM \"{n}_history\" WHERE ts > ?1 AND ts <= ?2 "
+                           "ORDER BY key LIMIT ?3");
+  if (!s)
+    return std::move(s.error());
+  std::vector<std::string> keys;
+  {
+    reset_guard g{*s};
+    sqlite3_bind_double(*s, 1, req.from);
+    sqlite3_bind_double(*s, 2, req.to);
+    sqlite3_bind_int64(*s, 3, req.limit);
+    while (sqlite3_step(*s) == SQLITE_ROW)
+      keys.push_back(column_text(*s, 0));
+  }
+  std::string out = "{\"from\":";
+  json_out::real(out, req.from);
+  out += ",\"to\":";
+  json_out::real(out, req.to);
+  out += ",\"changes\":[";
+  bool first = true;
+  for (const auto& key : keys) {
+    auto before = value_at(req.table, key, false, 0, req.from, now);
+    if (!before)
+      return std::move(before.error());
+    auto after = value_at(req.table, key, false, 0, req.to, now);
+    if (!after)
+      return std::move(after.error());
+    if (!first)
+      out += ',';
+    first = false;
+    out += "{\"key\":";
+    json_out::string(out, key);
+    out += ",\"before\":";
+    append_value(out, *before);
+    out += ",\"after\":";
+    append_value(out, *after);
+    out += '}';
+  }
+  out += "]}";
+  return kv_answer{true, std::move(out), -1};
+}
+
+namespace {
+
+/// Every key the table holds now or has history for, in order.
+constexpr const char* all_keys_sql = "SELECT key FROM {t} UNION SELECT key FROM \"{n}_history\" ORDER BY 1";
+
+} // namespace
+
+caf::expected<kv_answer> kv_engine::table_snapshot(const kv_request& req, double now) {
+  auto s = stmt(req.table, all_keys_sql);
+  if (!s)
+    return std::move(s.error());
+  std::vector<std::string> keys;
+  {
+    reset_guard g{*s};
+    while (sqlite3_step(*s) == SQLITE_ROW)
+      keys.push_back(column_text(*s, 0));
+  }
+  std::string out = "{\"timestamp\":";
+  json_out::real(out, req.at_timestamp);
+  out += ",\"keys\":[";
+  bool first = true;
+  for (const auto& key : keys) {
+    auto v = value_at(req.table, key, false, 0, req.at_timestamp, now);
+    if (!v)
+      return std::move(v.error());
+    if (!*v)
+      continue;
+    if (!first)
+      out += ',';
+    first = false;
+    out += "{\"key\":";
+    json_out::string(out, key);
+    out += ",\"value\":";
+    out += **v;
+    out += '}';
+  }
+  out += "]}";
+  return kv_answer{true, std::move(out), -1};
+}
+
+caf::expected<kv_answer> kv_engine::table_rollback(const kv_request& req, double now,
+                                                   bool apply_it) {
+  auto s = stmt(req.table, all_keys_sql);
+  if (!s)
+    return std::move(s.error());
+  std::vector<std::string> keys;
+  {
+    reset_guard g{*s};
+    while (sqlite3_step(*s) == SQLITE_ROW)
+      keys.push_back(column_text(*s, 0));
+  }
+  std::string out = "{\"to_timestamp\":";
+  json_out::real(out, req.at_timestamp);
+  out += ",\"dry_run\":";
+  out += apply_it ? "false" : "true";
+  out += ",\"changes\":[";
+  size_t changed = 0;
+  for (const auto& key : keys) {
+    auto then = value_at(req.table, key, false, 0, req.at_timestamp, now);
+    if (!then)
+      return std::move(then.error());
+    auto cur = load(req.table, key, now);
+    if (!cur)
+      return std::move(cur.error());
+    std::optional<std::string> current;
+    if (*cur)
+      current = (*cur)->value;
+    // Compare as JSON text normalised by SQLite, so formatting differences do not count.
+    bool same = current.has_value() == then->has_value();
+    if (same && current) {
+      auto eq = stmt(req.table, "SELECT json(?1) = json(?2)");
+      if (!eq)
+        return std::move(eq.error());
+      reset_guard g{*eq};
+      bind_text(*eq, 1, *current);
+      bind_text(*eq, 2, **then);
+      same = sqlite3_step(*eq) == SQLITE_ROW && sqlite3_column_int(*eq, 0) == 1;
+    }
+    if (same)
+      continue;
+    if (changed++ > 0)
+      out += ',';
+    out += "{\"key\":";
+    json_out::string(out, key);
+    out += ",\"current\":";
+    append_value(out, current);
+    out += ",\"restored\":";
+    append_value(out, *then);
+    out += '}';
+    if (apply_it) {
+      auto v = apply(req.table, key, *then, std::nullopt, now, {"rollback", true});
+      if (!v)
+        return std::move(v.error());
+    }
+  }
+  out += "],\"count\":";
+  json_out::integer(out, static_cast<int64_t>(changed));
+  out += '}';
+  return kv_answer{true, std::move(out), -1};
 }
 
 caf::expected<kv_answer> kv_engine::rollback(const kv_request& req, double now) {

@@ -83,6 +83,13 @@ private:
   caf::expected<kv_answer> remove(const kv_request& req, double now);
   caf::expected<kv_answer> sweep(double now);
   caf::expected<kv_answer> history(const kv_request& req);
+  /// The value of `key` after op `op_number` (by_op) or at time `ts`; nullopt: it did not exist.
+  caf::expected<std::optional<std::string>> value_at(const std::string& table, const std::string& key,
+                                                     bool by_op, int64_t op_number, double ts,
+                                                     double now);
+  caf::expected<kv_answer> diff(const kv_request& req, double now);
+  caf::expected<kv_answer> table_snapshot(const kv_request& req, double now);
+  caf::expected<kv_answer> table_rollback(const kv_request& req, double now, bool apply_it);
   caf::expected<kv_answer> value_then(const kv_request& req, double now);
   caf::expected<kv_answer> rollback(const kv_request& req, double now);
 

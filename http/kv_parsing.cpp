@@ -261,6 +261,58 @@ caf::expected<kv_request> parse_kv(std::string_view method, const std::vector<st
     req.keys = std::move(*keys);
     return req;
   }
+  // -- table-wide time travel: /kv/diff, /kv/snapshot, /kv/rollback (a key of the same name is
+  //    reached when the table-wide parameters are absent) ----------------------------------------
+  auto time_param = [&](const char* name) -> caf::expected<double> {
+    auto i = params.find(name);
+    if (i == params.end())
+      return make_error(errc::missing_parameter, std::string{"the query parameter '"} + name + "' is required");
+    char* end = nullptr;
+    double ts = std::strtod(i->second.c_str(), &end);
+    if (i->second.empty() || *end != '\0' || !std::isfinite(ts) || ts < 0)
+      return bad_param(std::string{"'"} + name + "' must be Unix time in seconds");
+    return ts;
+  };
+  if (seg.size() == 1 && seg[0] == "diff" && method == "GET" && params.count("from")) {
+    req.op = kv_op::diff;
+    auto from = time_param("from");
+    if (!from)
+      return std::move(from.error());
+    auto to = time_param("to");
+    if (!to)
+      return std::move(to.error());
+    if (*to < *from)
+      return bad_param("'to' is before 'from'");
+    req.from = *from;
+    req.to = *to;
+    auto limit = integer_param(params, "limit", 1000);
+    if (!limit)
+      return std::move(limit.error());
+    req.limit = std::max<int64_t>(1, std::min<int64_t>(*limit, 10000));
+    return req;
+  }
+  if (seg.size() == 1 && seg[0] == "snapshot" && method == "GET" && params.count("timestamp")) {
+    req.op = kv_op::table_snapshot;
+    auto ts = time_param("timestamp");
+    if (!ts)
+      return std::move(ts.error());
+    req.at_timestamp = *ts;
+    return req;
+  }
+  if (seg.size() == 1 && seg[0] == "rollback" && method == "POST") {
+    auto ts = time_param("to_timestamp");
+    if (!ts)
+      return std::move(ts.error());
+    req.at_timestamp = *ts;
+    auto confirm = params.find("confirm");
+    auto dry = params.find("dry_run");
+    bool dry_run = dry != params.end() && (dry->second == "true" || dry->second == "1");
+    // Destructive: only an explicit confirm=yes applies it; anything else is a preview.
+    req.op = (confirm != params.end() && confirm->second == "yes" && !dry_run)
+               ? kv_op::table_rollback
+               : kv_op::rollback_preview;
+    return req;
+  }
   req.key = seg[0];
   if (auto err = check_key(req.key))
     return err;

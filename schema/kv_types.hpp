@@ -18,6 +18,9 @@ enum class kv_op : uint8_t {
   history,    ///< the key's recorded changes, newest first
   snapshot,   ///< the key's value right after op `op_number`
   at_time,    ///< the key's value at Unix time `at_timestamp`
+  diff,       ///< keys changed between `from` and `to`, with their values then
+  table_snapshot,  ///< every key's value at `at_timestamp`
+  rollback_preview,  ///< what a table rollback to `at_timestamp` would change
   // -- writes (each in its own savepoint of the group commit) --
   set,        ///< store `value` (or set it at `path`); `ttl`, `if_match`
   del,        ///< delete
@@ -29,6 +32,7 @@ enum class kv_op : uint8_t {
   remove,     ///< remove elements equal to `value`, or the one at `index`
   sweep,      ///< delete expired keys (the actor's timer)
   rollback,   ///< undo the key's last `steps` changes (recorded as a change itself)
+  table_rollback,  ///< restore every key to its value at `at_timestamp`, in one transaction
 };
 
 constexpr bool is_write(kv_op op) {
@@ -61,6 +65,8 @@ struct kv_request {
   int64_t op_number = 0;           ///< snapshot
   double at_timestamp = 0;         ///< at_time
   int64_t steps = 1;               ///< rollback
+  double from = 0;                 ///< diff
+  double to = 0;                   ///< diff
   // batches
   std::vector<kv_item> items;      ///< batch_set
   std::vector<std::string> keys;   ///< batch_get, batch_del

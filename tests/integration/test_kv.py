@@ -377,6 +377,78 @@ class KV(unittest.TestCase):
         self.assertEqual((status, body["error"]["code"]), (409, "HISTORY_UNAVAILABLE"))
         self.assertEqual(self.kv("GET", k, table=t)[1], {"timeout": 20})                         # unchanged
 
+    def test_diff_table_snapshot_and_table_rollback(self):
+        t = "tr"
+        self.kv("PUT", "a", 1, table=t)
+        self.kv("PUT", "b", 1, table=t)
+        time.sleep(0.05)
+        t0 = self.kv("GET", "b/history", table=t)[1]["history"][0]["timestamp"] + 0.01
+        time.sleep(0.05)
+        self.kv("PUT", "a", 2, table=t)
+        self.kv("DELETE", "b", table=t)
+        self.kv("PUT", "c", 3, table=t)
+        self.kv("PUT", "diff", "a key named diff", table=t)       # still a key without from/to
+        self.assertEqual(self.kv("GET", "diff", table=t)[1], "a key named diff")
+        t1 = time.time() + 0.01
+        d = self.kv("GET", "diff", table=t, **{"from": t0, "to": t1})[1]
+        self.assertEqual({c["key"]: (c["before"], c["after"]) for c in d["changes"]},
+                         {"a": (1, 2), "b": (1, None), "c": (None, 3), "diff": (None, "a key named diff")})
+        snap = self.kv("GET", "snapshot", table=t, timestamp=t0)[1]
+        self.assertEqual({e["key"]: e["value"] for e in snap["keys"]}, {"a": 1, "b": 1})
+        # Without confirm=yes (or with dry_run=true): a preview, nothing changes.
+        for extra in ({}, {"confirm": "no"}, {"confirm": "yes", "dry_run": "true"}):
+            preview = self.kv("POST", "rollback", table=t, to_timestamp=t0, **extra)[1]
+            self.assertTrue(preview["dry_run"])
+            self.assertEqual(preview["count"], 4)
+            self.assertEqual(self.kv("GET", "a", table=t)[1], 2)
+        done = self.kv("POST", "rollback", table=t, to_timestamp=t0, confirm="yes")[1]
+        self.assertEqual((done["dry_run"], done["count"]), (False, 4))
+        self.assertEqual({c["key"]: c["restored"] for c in done["changes"]},
+                         {"a": 1, "b": 1, "c": None, "diff": None})
+        self.assertEqual(self.kv("GET", "a", table=t)[1], 1)
+        self.assertEqual(self.kv("GET", "b", table=t)[1], 1)
+        self.assertEqual(self.kv("GET", "c", table=t)[0], 404)
+        # The table rollback is recorded, so it can be looked at and undone like any change.
+        self.assertEqual(self.kv("GET", "a/history", table=t)[1]["history"][0]["operation"], "rollback")
+        self.assertEqual(self.kv("POST", "rollback", table=t, to_timestamp=t0)[1]["count"], 0)
+        self.assertEqual(self.kv("POST", "rollback", table=t)[1]["error"]["code"], "MISSING_PARAMETER")
+
+    def test_table_rollback_under_concurrent_writes_is_one_transaction(self):
+        t = "trc"
+        self.kv("POST", "batch/set", {"batch": [{"key": f"x{i}", "value": 0} for i in range(10)]}, table=t)
+        time.sleep(0.05)
+        t0 = time.time()
+        time.sleep(0.05)
+        stop = threading.Event()
+
+        def writer(i):
+            conn = self.d.connection()
+            while not stop.is_set():
+                self.kv("POST", f"x{i}/incr", conn=conn, table=t)
+            conn.close()
+
+        threads = [threading.Thread(target=writer, args=(i,)) for i in range(10)]
+        for th in threads:
+            th.start()
+        time.sleep(0.3)
+        done = self.kv("POST", "rollback", table=t, to_timestamp=t0, confirm="yes")[1]
+        stop.set()
+        for th in threads:
+            th.join()
+        self.assertEqual(done["count"], 10)
+        stamps = set()
+        for i in range(10):
+            hist = self.kv("GET", f"x{i}/history", table=t, limit=1000)[1]["history"]
+            rollbacks = [e for e in hist if e["operation"] == "rollback"]
+            self.assertEqual(len(rollbacks), 1)
+            self.assertEqual(rollbacks[0]["new_value"], 0)
+            stamps.add(rollbacks[0]["timestamp"])
+            # Increments after the rollback continue from the restored value.
+            later = [e for e in hist if e["op_number"] > rollbacks[0]["op_number"]]
+            if later:
+                self.assertEqual(min(e["old_value"] for e in later), 0)
+        self.assertEqual(len(stamps), 1, "the rollback was not applied in one transaction")
+
     def test_every_mutation_kind_is_recorded_and_expiry_too(self):
         t = "rec"
         self.kv("PUT", "c", 1, table=t)
