@@ -759,6 +759,8 @@ caf::expected<kv_answer> kv_engine::value_then(const kv_request& req, double now
                         "op " + std::to_string(req.op_number) + " has not happened yet (the newest is "
                           + std::to_string(sqlite3_column_int64(*top, 0)) + ")");
   }
+  if (auto err = check_horizon(req.table, by_op, req.op_number, req.at_timestamp))
+    return err;
   auto v = value_at(req.table, req.key, by_op, req.op_number, req.at_timestamp, now);
   if (!v)
     return std::move(v.error());
@@ -775,7 +777,75 @@ void append_value(std::string& out, const std::optional<std::string>& v) {
 
 } // namespace
 
+caf::error kv_engine::check_horizon(const std::string& table, bool by_op, int64_t op_number,
+                                    double ts) {
+  auto s = stmt(table, "SELECT op_number, ts FROM litedrive_history_horizon WHERE tbl = ?1");
+  if (!s)
+    return std::move(s.error());
+  reset_guard g{*s};
+  bind_text(*s, 1, table);
+  if (sqlite3_step(*s) != SQLITE_ROW)
+    return caf::none; // nothing was ever trimmed
+  auto horizon_op = sqlite3_column_int64(*s, 0);
+  auto horizon_ts = sqlite3_column_double(*s, 1);
+  if (by_op ? op_number <= horizon_op : ts < horizon_ts)
+    return make_error(errc::history_unavailable,
+                      by_op ? "op " + std::to_string(op_number)
+                                + " is older than the retained history (it starts after op "
+                                + std::to_string(horizon_op) + ")"
+                            : "that time is older than the retained history of '" + table + "'");
+  return caf::none;
+}
+
+caf::expected<int64_t> kv_engine::trim_history(const std::string& table, double now) {
+  // Bounded work per sweep: 1000 rows, so the write path is never held for long.
+  auto s = stmt(table, "SELECT op_number, ts FROM \"{n}_history\" "
+                       "WHERE (?1 > 0 AND ts < ?2) "
+                       "OR (?3 > 0 AND op_number <= (SELECT max(op_number) FROM \"{n}_history\") - ?3) "
+                       "ORDER BY op_number LIMIT 1000");
+  if (!s)
+    return std::move(s.error());
+  int64_t last_op = 0;
+  double last_ts = 0;
+  int64_t n = 0;
+  {
+    reset_guard g{*s};
+    sqlite3_bind_int64(*s, 1, history_max_age_s);
+    sqlite3_bind_double(*s, 2, now - static_cast<double>(history_max_age_s));
+    sqlite3_bind_int64(*s, 3, history_max_rows);
+    while (sqlite3_step(*s) == SQLITE_ROW) {
+      last_op = sqlite3_column_int64(*s, 0);
+      last_ts = sqlite3_column_double(*s, 1);
+      ++n;
+    }
+  }
+  if (n == 0)
+    return int64_t{0};
+  auto del = stmt(table, "DELETE FROM \"{n}_history\" WHERE op_number <= ?1");
+  if (!del)
+    return std::move(del.error());
+  {
+    reset_guard g{*del};
+    sqlite3_bind_int64(*del, 1, last_op);
+    if (sqlite3_step(*del) != SQLITE_DONE)
+      return failure("cannot trim the history");
+  }
+  auto mark = stmt(table, "INSERT INTO litedrive_history_horizon (tbl, op_number, ts) VALUES (?1, ?2, ?3) "
+                          "ON CONFLICT (tbl) DO UPDATE SET op_number = excluded.op_number, ts = excluded.ts");
+  if (!mark)
+    return std::move(mark.error());
+  reset_guard g{*mark};
+  bind_text(*mark, 1, table);
+  sqlite3_bind_int64(*mark, 2, last_op);
+  sqlite3_bind_double(*mark, 3, last_ts);
+  if (sqlite3_step(*mark) != SQLITE_DONE)
+    return failure("cannot record the history horizon");
+  return n;
+}
+
 caf::expected<kv_answer> kv_engine::diff(const kv_request& req, double now) {
+  if (auto err = check_horizon(req.table, false, 0, req.from))
+    return err;
   auto s = stmt(req.table, "SELECT DISTINCT key FROM \"{n}_history\" WHERE ts > ?1 AND ts <= ?2 "
                            "ORDER BY key LIMIT ?3");
   if (!s)
@@ -825,6 +895,8 @@ constexpr const char* all_keys_sql = "SELECT key FROM {t} UNION SELECT key FROM 
 } // namespace
 
 caf::expected<kv_answer> kv_engine::table_snapshot(const kv_request& req, double now) {
+  if (auto err = check_horizon(req.table, false, 0, req.at_timestamp))
+    return err;
   auto s = stmt(req.table, all_keys_sql);
   if (!s)
     return std::move(s.error());
@@ -859,6 +931,8 @@ caf::expected<kv_answer> kv_engine::table_snapshot(const kv_request& req, double
 
 caf::expected<kv_answer> kv_engine::table_rollback(const kv_request& req, double now,
                                                    bool apply_it) {
+  if (auto err = check_horizon(req.table, false, 0, req.at_timestamp))
+    return err;
   auto s = stmt(req.table, all_keys_sql);
   if (!s)
     return std::move(s.error());
@@ -969,6 +1043,9 @@ caf::expected<kv_answer> kv_engine::sweep(double now) {
         return std::move(done.error());
       ++swept;
     }
+    auto trimmed = trim_history(table, now);
+    if (!trimmed)
+      return std::move(trimmed.error());
   }
   return kv_answer{true, "{\"swept\":" + std::to_string(swept) + "}", -1};
 }

@@ -47,6 +47,10 @@ public:
   /// The largest accepted batch and list page.
   size_t max_batch = 100;
 
+  /// History retention, enforced by the sweep (0: unlimited).
+  int64_t history_max_age_s = 0;
+  int64_t history_max_rows = 0;
+
 private:
   struct current {
     std::string value;  ///< JSON text
@@ -88,6 +92,9 @@ private:
                                                      bool by_op, int64_t op_number, double ts,
                                                      double now);
   caf::expected<kv_answer> diff(const kv_request& req, double now);
+  /// Error if `ts` (or `op_number`, when by_op) lies before what the history still holds.
+  caf::error check_horizon(const std::string& table, bool by_op, int64_t op_number, double ts);
+  caf::expected<int64_t> trim_history(const std::string& table, double now);
   caf::expected<kv_answer> table_snapshot(const kv_request& req, double now);
   caf::expected<kv_answer> table_rollback(const kv_request& req, double now, bool apply_it);
   caf::expected<kv_answer> value_then(const kv_request& req, double now);

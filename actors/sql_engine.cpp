@@ -179,6 +179,8 @@ caf::error sql_engine::open_rw(bool create) {
   rw_ = db;
   kv_.attach(db);
   kv_.max_batch = settings_.kv_batch_max;
+  kv_.history_max_age_s = settings_.history_max_age_s;
+  kv_.history_max_rows = settings_.history_max_rows;
   auto sync = "PRAGMA synchronous=" + settings_.synchronous;
   if (auto err = exec_internal(sync.c_str())) {
     spdlog::warn("{}: {}", loc_.name, caf::to_string(err));

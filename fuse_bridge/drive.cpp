@@ -31,7 +31,9 @@
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <sys/xattr.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <array>
@@ -1042,39 +1044,6 @@ caf::error check_kernel_timeouts(const settings& s) {
   return caf::none;
 }
 
-/// A mount point left behind by a crash answers ENOTCONN: detach it. A live litedrive mount
-/// there is another daemon's: refuse. statfs is the probe because the kernel never caches it
-/// (stat of a dead mount's root can still be answered from the attribute cache).
-caf::error prepare_mount_point(const std::string& mnt) {
-  struct statvfs vfs;
-  for (int round = 0; round < 8 && ::statvfs(mnt.c_str(), &vfs) == -1; ++round) {
-    if (errno == ENOTCONN || errno == ECONNABORTED) {
-      spdlog::warn("{} is a stale FUSE mount (a crashed daemon?): detaching it", mnt);
-      if (umount2(mnt.c_str(), MNT_DETACH) == -1)
-        return fail("cannot detach the stale mount at " + mnt + ": " + strerror(errno));
-      continue; // another stale mount may lie below it
-    }
-    if (errno == ENOENT) {
-      for (size_t pos = mnt.find('/', 1); pos != std::string::npos; pos = mnt.find('/', pos + 1))
-        ::mkdir(mnt.substr(0, pos).c_str(), 0755);
-      if (::mkdir(mnt.c_str(), 0755) == -1 && errno != EEXIST)
-        return fail("cannot create the mount point " + mnt + ": " + strerror(errno));
-      continue;
-    }
-    return fail("cannot use the mount point " + mnt + ": " + strerror(errno));
-  }
-  std::ifstream mounts{"/proc/self/mounts"};
-  std::string src, target, type, rest;
-  while (mounts >> src >> target >> type && std::getline(mounts, rest)) {
-    if (target == mnt && type.rfind("fuse", 0) == 0 && type.find("litedrive") != std::string::npos)
-      return fail(mnt + " is already a live litedrive mount: is another litedrive running?");
-  }
-  struct stat st;
-  if (::stat(mnt.c_str(), &st) == -1 || !S_ISDIR(st.st_mode))
-    return fail("the mount point " + mnt + " is not a directory");
-  return caf::none;
-}
-
 /// The FUSE connection number of the mount at `mnt`: the minor device number in mountinfo.
 std::string connection_of(const std::string& mnt) {
   std::ifstream info{"/proc/self/mountinfo"};
@@ -1101,6 +1070,66 @@ void abort_connection(const std::string& connection) {
     ::mount("fusectl", dir.c_str(), "fusectl", 0, nullptr);
   std::ofstream abort{dir + "/" + connection + "/abort"};
   abort << "1\n";
+}
+
+/// statvfs(mnt) in a child process, so that a wedged mount (its daemon stuck, e.g. killed while
+/// one of its threads waited on its own mount) cannot hang litedrive's start: 0 or an errno, or
+/// ETIMEDOUT if no answer came within two seconds.
+int probe_mount(const std::string& mnt) {
+  pid_t child = fork();
+  if (child == 0) {
+    struct statvfs vfs;
+    _exit(::statvfs(mnt.c_str(), &vfs) == 0 ? 0 : (errno & 0x7f));
+  }
+  if (child < 0)
+    return errno;
+  for (int i = 0; i < 200; ++i) {
+    int status = 0;
+    if (waitpid(child, &status, WNOHANG) == child)
+      return WIFEXITED(status) ? WEXITSTATUS(status) : EIO;
+    std::this_thread::sleep_for(std::chrono::milliseconds{10});
+  }
+  kill(child, SIGKILL); // its request is still pending, so the kill ends it
+  waitpid(child, nullptr, 0);
+  return ETIMEDOUT;
+}
+
+/// A mount point left behind by a crash answers ENOTCONN, or nothing at all: detach it (aborting
+/// its FUSE connection first when it hangs). A live litedrive mount there is another daemon's:
+/// refuse.
+caf::error prepare_mount_point(const std::string& mnt) {
+  for (int round = 0; round < 8; ++round) {
+    int err = probe_mount(mnt);
+    if (err == 0)
+      break;
+    if (err == ENOTCONN || err == ECONNABORTED || err == ETIMEDOUT) {
+      spdlog::warn("{} is a stale FUSE mount ({}): detaching it", mnt,
+                   err == ETIMEDOUT ? "it does not answer" : "its daemon is gone");
+      if (err == ETIMEDOUT)
+        abort_connection(connection_of(mnt));
+      if (umount2(mnt.c_str(), MNT_DETACH) == -1)
+        return fail("cannot detach the stale mount at " + mnt + ": " + strerror(errno));
+      continue; // another stale mount may lie below it
+    }
+    if (err == ENOENT) {
+      for (size_t pos = mnt.find('/', 1); pos != std::string::npos; pos = mnt.find('/', pos + 1))
+        ::mkdir(mnt.substr(0, pos).c_str(), 0755);
+      if (::mkdir(mnt.c_str(), 0755) == -1 && errno != EEXIST)
+        return fail("cannot create the mount point " + mnt + ": " + strerror(errno));
+      continue;
+    }
+    return fail("cannot use the mount point " + mnt + ": " + strerror(err));
+  }
+  std::ifstream mounts{"/proc/self/mounts"};
+  std::string src, target, type, rest;
+  while (mounts >> src >> target >> type && std::getline(mounts, rest)) {
+    if (target == mnt && type.rfind("fuse", 0) == 0 && type.find("litedrive") != std::string::npos)
+      return fail(mnt + " is already a live litedrive mount: is another litedrive running?");
+  }
+  struct stat st;
+  if (::stat(mnt.c_str(), &st) == -1 || !S_ISDIR(st.st_mode))
+    return fail("the mount point " + mnt + " is not a directory");
+  return caf::none;
 }
 
 caf::error check_allow_other(const settings& s) {

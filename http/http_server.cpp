@@ -92,7 +92,6 @@ http_status status_of(errc x) {
     case errc::not_an_array:
     case errc::index_out_of_range: return {400, "Bad Request"};
     case errc::version_conflict: return {412, "Precondition Failed"};
-    case errc::not_implemented: return {501, "Not Implemented"};
     case errc::history_unavailable: return {409, "Conflict"};
   }
   return {500, "Internal Server Error"};

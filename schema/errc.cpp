@@ -33,7 +33,6 @@ const char* to_code(errc x) noexcept {
     case errc::number_overflow: return "NUMBER_OVERFLOW";
     case errc::not_an_array: return "NOT_AN_ARRAY";
     case errc::index_out_of_range: return "INDEX_OUT_OF_RANGE";
-    case errc::not_implemented: return "NOT_IMPLEMENTED";
     case errc::history_unavailable: return "HISTORY_UNAVAILABLE";
   }
   return "INTERNAL_ERROR";

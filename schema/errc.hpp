@@ -42,7 +42,6 @@ enum class errc : uint8_t {
   number_overflow,      ///< incr/decr past the 64-bit range
   not_an_array,         ///< push/pop/remove on a value that is not an array
   index_out_of_range,   ///< remove?index= past the array
-  not_implemented,      ///< a documented parameter whose feature is not built yet
   history_unavailable,  ///< time travel past what the history holds
 };
 

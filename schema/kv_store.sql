@@ -46,3 +46,11 @@ CREATE TABLE IF NOT EXISTS "{name}_history" (
 );
 CREATE INDEX IF NOT EXISTS "{name}_history_key" ON "{name}_history"(key, op_number);
 CREATE INDEX IF NOT EXISTS "{name}_history_ts" ON "{name}_history"(ts);
+-- How far back the history of each table reaches: retention (history-max-age-s,
+-- history-max-rows) deletes the oldest rows and moves the horizon; time travel to before it is an
+-- error, never a silently wrong answer.
+CREATE TABLE IF NOT EXISTS litedrive_history_horizon (
+  tbl       TEXT NOT NULL PRIMARY KEY,
+  op_number INTEGER NOT NULL,   -- the newest op_number deleted
+  ts        REAL    NOT NULL    -- its time
+);

@@ -38,6 +38,8 @@ struct settings {
   // -- key-value store --
   size_t kv_batch_max = 100;               ///< keys per batch request
   std::chrono::milliseconds kv_sweep{1000};  ///< how often expired keys are deleted
+  int64_t history_max_age_s = 30 * 24 * 3600;  ///< KV history older than this is deleted (0: keep)
+  int64_t history_max_rows = 1000000;          ///< per table, the oldest beyond this (0: keep)
 
   // -- the drive --
   std::chrono::milliseconds lock_wait_max{30000};  ///< cap on waits litedrive adds to F_SETLK

@@ -76,9 +76,32 @@ class Daemon:
 
     def kill9(self):
         self.proc.kill()
-        self.proc.wait()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            # A thread of the daemon waits on its own mount for an answer its dying FUSE threads
+            # will never send: abort the connection so that the process can end.
+            for conn in self.fuse_connections():
+                try:
+                    with open(f"/sys/fs/fuse/connections/{conn}/abort", "w") as f:
+                        f.write("1")
+                except OSError:
+                    pass
+            self.proc.wait(30)
         self.proc = None
         self.log.close()
+
+    def fuse_connections(self):
+        """The kernel's FUSE connection numbers of mounts at this daemon's mount point."""
+        found = []
+        if not self.mount:
+            return found
+        with open("/proc/self/mountinfo") as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) > 4 and parts[4] == self.mount and " - fuse.litedrive " in line:
+                    found.append(parts[2].split(":")[1])
+        return found
 
     def cleanup(self):
         if self.proc is not None:

@@ -480,3 +480,27 @@ class WaitCap(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class WedgedMount(unittest.TestCase):
+    def test_a_mount_whose_daemon_does_not_answer_is_replaced_at_start(self):
+        first = Daemon(mount=True).start()
+        second = Daemon(mount=True)
+        second.mount = first.mount
+        try:
+            first.proc.send_signal(signal.SIGSTOP)   # the mount stops answering
+            t0 = time.time()
+            second.start(timeout=30)
+            self.assertLess(time.time() - t0, 15)
+            self.assertIn("does not answer", second.read_log())
+            path = os.path.join(second.mount, "after.db")
+            create_table(path, "wal")
+            check_table(self, path, 0)
+            self.assertEqual(second.stop(), 0)
+        finally:
+            first.proc.send_signal(signal.SIGCONT)
+            first.kill9()
+            first.proc = None
+            second.mount = None
+            second.cleanup()
+            first.cleanup()

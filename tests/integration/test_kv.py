@@ -476,3 +476,49 @@ class KV(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class HistoryRetentionAndRestart(unittest.TestCase):
+    def test_retention_boundary_errors_and_restart_keeps_history(self):
+        d = Daemon("--kv-sweep-ms=100", "--history-max-rows=5", mount=True)
+        try:
+            d.start()
+            d.create("ret")
+
+            def kv(method, key, body=None, **params):
+                params["db"] = "ret"
+                return d.request(method, f"/api/v1/sqlite/kv/{key}?" + urllib.parse.urlencode(params),
+                                 None if body is None else json.dumps(body))
+
+            for i in range(10):
+                kv("PUT", "k", i)
+                time.sleep(0.01)
+            deadline = time.time() + 5
+            while time.time() < deadline and len(kv("GET", "k/history")[1]["history"]) > 5:
+                time.sleep(0.05)
+            hist = kv("GET", "k/history")[1]["history"]
+            self.assertEqual([e["new_value"] for e in hist], [9, 8, 7, 6, 5])
+            oldest = hist[-1]
+            # Before the retained horizon: a clear error, never a wrong answer.
+            status, body, _, _ = kv("GET", "k/snapshot", op_number=oldest["op_number"] - 1)
+            self.assertEqual((status, body["error"]["code"]), (409, "HISTORY_UNAVAILABLE"))
+            # (a time between the last trimmed op and the oldest kept one is still exact: the old
+            # value of the oldest kept op; before the trimmed ops it is not)
+            self.assertEqual(kv("GET", "k", at_timestamp=oldest["timestamp"] - 1)[1]["error"]["code"],
+                             "HISTORY_UNAVAILABLE")
+            self.assertEqual(kv("GET", "k", at_timestamp=oldest["timestamp"] - 0.001)[1], 4)
+            self.assertEqual(kv("POST", "k/rollback", steps=6)[1]["error"]["code"], "HISTORY_UNAVAILABLE")
+            self.assertEqual(kv("GET", "snapshot", timestamp=oldest["timestamp"] - 1)[1]["error"]["code"],
+                             "HISTORY_UNAVAILABLE")
+            # Inside it: answers.
+            self.assertEqual(kv("GET", "k/snapshot", op_number=oldest["op_number"])[1], 5)
+            self.assertEqual(kv("POST", "k/rollback", steps=5)[1]["value"], 4)
+            # The history lives in the database file: a restart keeps it.
+            before = kv("GET", "k/history")[1]["history"]
+            self.assertEqual(d.stop(), 0)
+            d.start()
+            self.assertEqual(kv("GET", "k/history")[1]["history"], before)
+            self.assertEqual(kv("GET", "k")[1], 4)
+            self.assertEqual(d.stop(), 0)
+        finally:
+            d.cleanup()
