@@ -18,6 +18,7 @@
 #include <spdlog/spdlog.h>
 
 #include "actors/db_registry.hpp"
+#include "actors/query_history.hpp"
 #include "daemon/options.hpp"
 #include "fuse_bridge/drive.hpp"
 #include "http/http_server.hpp"
@@ -82,6 +83,12 @@ int main(int argc, char** argv) {
     return 1;
   }
   cfg.store = *store;
+  auto state = prepare_dir(cfg.state, 0700);
+  if (!state) {
+    spdlog::critical("state: {}", view(state.error()).message);
+    return 1;
+  }
+  cfg.state = *state;
   if (!cfg.mount.empty()) {
     if (cfg.mount.front() != '/') {
       char cwd[PATH_MAX];
@@ -124,12 +131,15 @@ int main(int argc, char** argv) {
   {
     caf::actor_system sys{sys_cfg};
     auto registry = sys.spawn(db_registry, cfg);
+    auto history = sys.spawn<caf::detached>(query_history, cfg.state + "/query_history.db",
+                                            cfg.query_history_max);
     std::unique_ptr<drive> mounted;
     if (!cfg.mount.empty()) {
       auto d = drive::mount(cfg, registry);
       if (!d) {
         spdlog::critical("drive: {}", view(d.error()).message);
         caf::anon_send_exit(registry, caf::exit_reason::user_shutdown);
+        caf::anon_send_exit(history, caf::exit_reason::user_shutdown);
         return 1;
       }
       mounted = std::move(*d);
@@ -137,10 +147,11 @@ int main(int argc, char** argv) {
     std::function<std::string()> drive_counters;
     if (mounted)
       drive_counters = [d = mounted.get()] { return d->counters_json(); };
-    auto server = http_server::start(sys, registry, cfg, std::move(drive_counters));
+    auto server = http_server::start(sys, registry, history, cfg, std::move(drive_counters));
     if (!server) {
       spdlog::critical("{}", view(server.error()).message);
       caf::anon_send_exit(registry, caf::exit_reason::user_shutdown);
+      caf::anon_send_exit(history, caf::exit_reason::user_shutdown);
       sys.await_all_actors_done();
       return 1;
     }
@@ -157,6 +168,7 @@ int main(int argc, char** argv) {
     spdlog::info("signal {}: shutting down", sig);
     (*server)->stop();
     caf::anon_send_exit(registry, caf::exit_reason::user_shutdown);
+    caf::anon_send_exit(history, caf::exit_reason::user_shutdown);
     // The actors close their databases through the drive: unmount only after they are gone.
     sys.await_all_actors_done();
     if (mounted)

@@ -82,6 +82,12 @@ const std::vector<option_def>& option_table() {
     {"store", "DIR", "backing directory that holds the databases (created if missing)",
      [](options& o, const std::string& v) { o.cfg.store = v; return caf::error{}; },
      [](const options& o) { return o.cfg.store; }},
+    {"state", "DIR", "litedrive's own files, such as the query history (created if missing)",
+     [](options& o, const std::string& v) { o.cfg.state = v; return caf::error{}; },
+     [](const options& o) { return o.cfg.state; }},
+    {"query-history-max", "N", "SQL requests kept in the query history, the oldest go first",
+     [](options& o, const std::string& v) { return parse_number("query-history-max", v, o.cfg.query_history_max); },
+     [](const options& o) { return std::to_string(o.cfg.query_history_max); }},
     {"store-mode", "OCTAL", "mode given to the store when litedrive creates it (1777: like /tmp)",
      [](options& o, const std::string& v) {
        char* end = nullptr;

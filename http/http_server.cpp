@@ -13,6 +13,7 @@
 #include <string>
 
 #include <caf/all.hpp>
+#include <nlohmann/json.hpp>
 #include <restinio/all.hpp>
 #include <spdlog/spdlog.h>
 
@@ -138,6 +139,7 @@ void reply_error(const request_handle& req, const caf::error& err, const char* a
 struct context {
   caf::actor_system* sys = nullptr;
   db_registry_actor registry;
+  query_history_actor history;
   caf::actor bridge;
   settings cfg;
   std::function<std::string()> drive_counters;
@@ -199,6 +201,72 @@ void ask_registry(context& ctx, request_handle req, Ts... xs) {
 
 // == 4. route handlers ===========================================================================
 
+/// What the query history keeps of one SQL request, filled in when its answer comes.
+struct sql_trace {
+  std::string db;
+  std::string sql;
+  int64_t params = 0;
+  std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
+};
+
+double unix_now() {
+  using namespace std::chrono;
+  return duration<double>(system_clock::now().time_since_epoch()).count();
+}
+
+/// Counts result rows and changed rows in an answer ({"results":[{"resultSet":[...]}|{"rowsUpdated":N}]}).
+void count_rows(const std::string& body, query_record& r) {
+  if (body.size() > (1u << 20))
+    return; // big answers: not worth parsing again for the statistics
+  try {
+    auto j = nlohmann::json::parse(body);
+    for (const auto& item : j.at("results")) {
+      if (item.contains("resultSet"))
+        r.rows_returned += static_cast<int64_t>(item["resultSet"].size());
+      if (item.contains("rowsUpdated"))
+        r.rows_changed += item["rowsUpdated"].get<int64_t>();
+    }
+  } catch (const std::exception&) {
+  }
+}
+
+void record(context& ctx, const sql_trace& t, const std::string* body, const caf::error* err) {
+  using namespace std::chrono;
+  query_record r;
+  r.db = t.db;
+  r.sql = t.sql;
+  r.params = t.params;
+  r.duration_ms = duration<double, std::milli>(steady_clock::now() - t.started).count();
+  r.timestamp = unix_now();
+  if (body != nullptr) {
+    r.status = "ok";
+    count_rows(*body, r);
+  } else {
+    r.status = to_code(view(*err).code);
+  }
+  caf::anon_send(ctx.history, record_atom_v, std::move(r));
+}
+
+/// ask_registry for SQL requests: the answer also goes to the query history.
+template <class... Ts>
+void ask_registry_traced(context& ctx, request_handle req, sql_trace trace, Ts... xs) {
+  auto timeout = ctx.cfg.request_timeout();
+  auto registry = ctx.registry;
+  auto* c = &ctx;
+  caf::anon_send(ctx.bridge, http_job{[=](caf::event_based_actor* self) mutable {
+                   self->request(registry, timeout, std::move(xs)...)
+                     .then(
+                       [req, trace, c](std::string& body) {
+                         record(*c, trace, &body, nullptr);
+                         reply_ok(req, std::move(body));
+                       },
+                       [req, trace, c](caf::error& err) {
+                         record(*c, trace, nullptr, &err);
+                         reply_error(req, err);
+                       });
+                 }});
+}
+
 void handle_transaction(context& ctx, const request_handle& req, const query_params& qp) {
   auto loc = location_param(qp, "db", ctx.cfg);
   if (!loc)
@@ -206,7 +274,16 @@ void handle_transaction(context& ctx, const request_handle& req, const query_par
   auto txn = parse_transaction(req->body(), ctx.cfg.max_items);
   if (!txn)
     return reply_error(req, txn.error());
-  ask_registry(ctx, req, exec_atom_v, std::move(*loc), std::move(*txn));
+  sql_trace trace;
+  trace.db = loc->name;
+  for (const auto& item : txn->items) {
+    if (!trace.sql.empty())
+      trace.sql += "; ";
+    if (trace.sql.size() < max_query_sql_bytes)
+      trace.sql += item.sql;
+    trace.params += static_cast<int64_t>(item.positional.size() + item.named.size());
+  }
+  ask_registry_traced(ctx, req, std::move(trace), exec_atom_v, std::move(*loc), std::move(*txn));
 }
 
 void handle_query(context& ctx, const request_handle& req, const query_params& qp) {
@@ -219,7 +296,10 @@ void handle_query(context& ctx, const request_handle& req, const query_params& q
   auto sql = decode_sql_param(*encoded);
   if (!sql)
     return reply_error(req, sql.error());
-  ask_registry(ctx, req, query_atom_v, std::move(*loc), std::move(*sql));
+  sql_trace trace;
+  trace.db = loc->name;
+  trace.sql = sql->substr(0, max_query_sql_bytes);
+  ask_registry_traced(ctx, req, std::move(trace), query_atom_v, std::move(*loc), std::move(*sql));
 }
 
 void handle_create(context& ctx, const request_handle& req, const query_params& qp) {
@@ -338,6 +418,60 @@ struct route {
   void (*handler)(context&, const request_handle&, const query_params&);
 };
 
+/// GET /history, DELETE /history, DELETE /history/{index}, GET /history/stats.
+void handle_history(context& ctx, const request_handle& req, std::string_view rest,
+                    const query_params& qp) {
+  auto method = req->header().method();
+  auto timeout = ctx.cfg.request_timeout();
+  auto history = ctx.history;
+  auto answer = [&](auto... xs) {
+    caf::anon_send(ctx.bridge, http_job{[=](caf::event_based_actor* self) mutable {
+                     self->request(history, timeout, xs...)
+                       .then([req](std::string& body) { reply_ok(req, std::move(body)); },
+                             [req](caf::error& err) { reply_error(req, err); });
+                   }});
+  };
+  if (rest.empty()) {
+    if (method == restinio::http_method_get()) {
+      std::string db, status;
+      if (auto v = qp.get_param("db")) {
+        auto loc = resolve_db_path(*v, ctx.cfg);
+        if (!loc)
+          return reply_error(req, loc.error());
+        db = loc->name;
+      }
+      if (auto v = qp.get_param("status"))
+        status = std::string{*v};
+      int64_t limit = 100;
+      if (auto v = qp.get_param("limit")) {
+        char* end = nullptr;
+        std::string text{*v};
+        limit = std::strtoll(text.c_str(), &end, 10);
+        if (text.empty() || *end != '\0' || limit < 1 || limit > 10000)
+          return reply_error(req, make_error(errc::invalid_parameter, "'limit' must be 1..10000"));
+      }
+      return answer(caf::get_atom_v, db, status, limit);
+    }
+    if (method == restinio::http_method_delete())
+      return answer(caf::delete_atom_v);
+    return reply_error(req, make_error(errc::method_not_allowed, "use GET or DELETE"), "GET, DELETE");
+  }
+  rest.remove_prefix(1);
+  if (rest == "stats") {
+    if (method != restinio::http_method_get())
+      return reply_error(req, make_error(errc::method_not_allowed, "use GET"), "GET");
+    return answer(stats_atom_v);
+  }
+  char* end = nullptr;
+  std::string text{rest};
+  long long index = std::strtoll(text.c_str(), &end, 10);
+  if (text.empty() || *end != '\0' || index < 1)
+    return reply_error(req, make_error(errc::not_found, "no such history route"));
+  if (method != restinio::http_method_delete())
+    return reply_error(req, make_error(errc::method_not_allowed, "use DELETE"), "DELETE");
+  answer(caf::delete_atom_v, static_cast<int64_t>(index));
+}
+
 /// The checks every routed request passes first: the body limit (413) and a well-formed query
 /// string. Answers the error itself and returns nullopt when one fails.
 std::optional<query_params> checked_params(context& ctx, const request_handle& req) {
@@ -381,6 +515,15 @@ restinio::request_handling_status_t dispatch(context& ctx, const request_handle&
      }},
   };
   try {
+    static constexpr std::string_view history_prefix = "/api/v1/sqlite/history";
+    if (path.compare(0, history_prefix.size(), history_prefix) == 0
+        && (path.size() == history_prefix.size() || path[history_prefix.size()] == '/')) {
+      auto qp = checked_params(ctx, req);
+      if (!qp)
+        return restinio::request_accepted();
+      handle_history(ctx, req, path.substr(history_prefix.size()), *qp);
+      return restinio::request_accepted();
+    }
     static constexpr std::string_view kv_prefix = "/api/v1/sqlite/kv";
     if (path.compare(0, kv_prefix.size(), kv_prefix) == 0
         && (path.size() == kv_prefix.size() || path[kv_prefix.size()] == '/')) {
@@ -449,9 +592,10 @@ void http_server::stop() {
 }
 
 caf::expected<std::unique_ptr<http_server>>
-http_server::start(caf::actor_system& sys, db_registry_actor registry, const settings& s,
-                   std::function<std::string()> drive_counters) {
+http_server::start(caf::actor_system& sys, db_registry_actor registry, query_history_actor history,
+                   const settings& s, std::function<std::string()> drive_counters) {
   auto p = std::make_unique<impl>();
+  p->ctx.history = std::move(history);
   p->ctx.drive_counters = std::move(drive_counters);
   p->ctx.sys = &sys;
   p->ctx.registry = std::move(registry);

@@ -23,8 +23,8 @@ public:
   /// Binds and starts serving; fails with a message when the address cannot be bound.
   /// `drive_counters` (may be empty) answers the drive's request counters as JSON for /health.
   static caf::expected<std::unique_ptr<http_server>>
-  start(caf::actor_system& sys, db_registry_actor registry, const settings& s,
-        std::function<std::string()> drive_counters = {});
+  start(caf::actor_system& sys, db_registry_actor registry, query_history_actor history,
+        const settings& s, std::function<std::string()> drive_counters = {});
   ~http_server();
 
   /// The bound port (the picked one when the configured port is 0).

@@ -12,6 +12,7 @@
 #include <caf/typed_actor.hpp>
 #include <caf/typed_event_based_actor.hpp>
 
+#include "schema/query_types.hpp"
 #include "schema/lock_types.hpp"
 #include "schema/sql_types.hpp"
 
@@ -23,6 +24,7 @@ CAF_ALLOW_UNSAFE_MESSAGE_TYPE(std::vector<litedrive::db_op>)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(std::vector<litedrive::op_outcome>)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(litedrive::kv_request)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(litedrive::kv_answer)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(litedrive::query_record)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(litedrive::lock_request)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(litedrive::lock_reply_sink_ptr)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(litedrive::file_role)
@@ -43,6 +45,7 @@ CAF_BEGIN_TYPE_ID_BLOCK(litedrive, caf::first_custom_type_id)
   CAF_ADD_ATOM(litedrive, litedrive, detach_atom, "detach")
   CAF_ADD_ATOM(litedrive, litedrive, kv_atom, "kv")
   CAF_ADD_ATOM(litedrive, litedrive, sweep_atom, "sweep")
+  CAF_ADD_ATOM(litedrive, litedrive, record_atom, "record")
 CAF_END_TYPE_ID_BLOCK(litedrive)
 
 namespace litedrive {
@@ -120,5 +123,17 @@ using db_registry_actor = caf::typed_actor<
   caf::replies_to<stats_atom>::with<std::string>,
   // Self-sent: the idle sweep.
   caf::reacts_to<caf::tick_atom>>;
+
+/// The daemon-wide query history (one detached actor; see actors/query_log.hpp).
+using query_history_actor = caf::typed_actor<
+  // Remember one SQL request (buffered, written in batches).
+  caf::reacts_to<record_atom, query_record>,
+  // Newest first: (db or "", status or "", limit).
+  caf::replies_to<caf::get_atom, std::string, std::string, int64_t>::with<std::string>,
+  caf::replies_to<caf::delete_atom>::with<std::string>,
+  caf::replies_to<caf::delete_atom, int64_t>::with<std::string>,
+  caf::replies_to<stats_atom>::with<std::string>,
+  // Self-sent: write what is buffered.
+  caf::reacts_to<caf::flush_atom>>;
 
 } // namespace litedrive

@@ -12,6 +12,8 @@ namespace litedrive {
 struct settings {
   // -- locations --------------------------------------------------------------
   std::string store = "/var/lib/litedrive/store";  ///< backing directory
+  std::string state = "/var/lib/litedrive/state";  ///< litedrive's own files (query history)
+  int64_t query_history_max = 10000;               ///< entries kept, the oldest go first
   unsigned store_mode = 01777;  ///< mode of the store when litedrive creates it (shared, sticky)
   std::string mount = "/hoody/databases";          ///< FUSE mount point ("" = no drive)
   bool allow_any_absolute_db_path = false;         ///< accept `?db=/abs/path.db`

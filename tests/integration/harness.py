@@ -32,8 +32,8 @@ class Daemon:
         port_file = os.path.join(self.tmp, "port")
         if os.path.exists(port_file):
             os.unlink(port_file)
-        cmd = [BIN, f"--store={self.store}", "--http=127.0.0.1:0", f"--port-file={port_file}",
-               "--log-level=info"] + self.args
+        cmd = [BIN, f"--store={self.store}", f"--state={os.path.join(self.tmp, 'state')}",
+               "--http=127.0.0.1:0", f"--port-file={port_file}", "--log-level=info"] + self.args
         # An explicit empty --mount= runs without the drive (the embedded default mounts one).
         cmd.append(f"--mount={self.mount or ''}")
         self.log = open(self.log_path, "ab")
