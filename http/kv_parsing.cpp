@@ -58,6 +58,18 @@ caf::expected<int64_t> integer_param(const param_map& p, const char* name, int64
   return static_cast<int64_t>(x);
 }
 
+/// An integer parameter that must lie in [lo, hi] (`fallback` when absent).
+caf::expected<int64_t> ranged_param(const param_map& p, const char* name, int64_t fallback,
+                                    int64_t lo, int64_t hi) {
+  auto v = integer_param(p, name, fallback);
+  if (!v)
+    return v;
+  if (*v < lo || *v > hi)
+    return bad_param(std::string{"'"} + name + "' must be " + std::to_string(lo) + ".."
+                     + std::to_string(hi));
+  return v;
+}
+
 caf::expected<std::optional<double>> ttl_value(const json& j, const std::string& where) {
   if (j.is_null())
     return std::optional<double>{};
@@ -203,11 +215,9 @@ caf::expected<kv_request> parse_kv(std::string_view method, const std::vector<st
       req.prefix = p->second;
     if (auto c = params.find("cursor"); c != params.end())
       req.cursor = c->second;
-    auto limit = integer_param(params, "limit", 100);
+    auto limit = ranged_param(params, "limit", 100, 1, 1000);
     if (!limit)
       return std::move(limit.error());
-    if (*limit < 1 || *limit > 1000)
-      return bad_param("'limit' must be 1..1000");
     req.limit = *limit;
     return req;
   }
@@ -285,10 +295,10 @@ caf::expected<kv_request> parse_kv(std::string_view method, const std::vector<st
       return bad_param("'to' is before 'from'");
     req.from = *from;
     req.to = *to;
-    auto limit = integer_param(params, "limit", 1000);
+    auto limit = ranged_param(params, "limit", 1000, 1, 10000);
     if (!limit)
       return std::move(limit.error());
-    req.limit = std::max<int64_t>(1, std::min<int64_t>(*limit, 10000));
+    req.limit = *limit;
     return req;
   }
   if (seg.size() == 1 && seg[0] == "snapshot" && method == "GET" && params.count("timestamp")) {
@@ -377,28 +387,22 @@ caf::expected<kv_request> parse_kv(std::string_view method, const std::vector<st
       return make_error(errc::method_not_allowed, "use GET for " + op);
     if (op == "history") {
       req.op = kv_op::history;
-      auto limit = integer_param(params, "limit", 100);
+      auto limit = ranged_param(params, "limit", 100, 1, 1000);
       if (!limit)
         return std::move(limit.error());
-      if (*limit < 1 || *limit > 1000)
-        return bad_param("'limit' must be 1..1000");
       req.limit = *limit;
-      auto before = integer_param(params, "before", 0);
+      auto before = ranged_param(params, "before", 0, 0, std::numeric_limits<int64_t>::max());
       if (!before)
         return std::move(before.error());
-      if (*before < 0)
-        return bad_param("'before' must be an op_number");
       req.before = *before;
       return req;
     }
     req.op = kv_op::snapshot;
     if (!params.count("op_number"))
       return make_error(errc::missing_parameter, "the query parameter 'op_number' is required");
-    auto n = integer_param(params, "op_number", 0);
+    auto n = ranged_param(params, "op_number", 0, 1, std::numeric_limits<int64_t>::max());
     if (!n)
       return std::move(n.error());
-    if (*n < 1)
-      return bad_param("'op_number' must be 1 or more");
     req.op_number = *n;
     return req;
   }
@@ -409,11 +413,9 @@ caf::expected<kv_request> parse_kv(std::string_view method, const std::vector<st
     return make_error(errc::method_not_allowed, "use POST for " + op);
   if (op == "rollback") {
     req.op = kv_op::rollback;
-    auto steps = integer_param(params, "steps", 1);
+    auto steps = ranged_param(params, "steps", 1, 1, 1000000);
     if (!steps)
       return std::move(steps.error());
-    if (*steps < 1 || *steps > 1000000)
-      return bad_param("'steps' must be 1 or more");
     req.steps = *steps;
     return req;
   }
