@@ -58,6 +58,26 @@ caf::expected<json> parse_json(const std::string& text, const char* what) {
 /// SQL) is served as a JSON string.
 constexpr const char* value_expr = "CASE WHEN json_valid(value) THEN value ELSE json_quote(value) END";
 
+/// Writes at most `limit` rows of `s` (bound for limit + 1 rows), each through `row`, separated
+/// by commas; `more` says whether a further row exists (then the page needs a cursor). Answers
+/// the final step's result code.
+template <class Row>
+int write_page(sqlite3_stmt* s, int64_t limit, std::string& out, bool& more, Row row) {
+  int64_t n = 0;
+  more = false;
+  int rc;
+  while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+    if (n == limit) {
+      more = true;
+      return SQLITE_DONE;
+    }
+    if (n++ > 0)
+      out += ',';
+    row(s);
+  }
+  return rc;
+}
+
 kv_answer missing() {
   return kv_answer{false, "null", -1};
 }
@@ -311,30 +331,22 @@ caf::expected<kv_answer> kv_engine::list(const kv_request& req, double now) {
   sqlite3_bind_double(*s, 3, now);
   sqlite3_bind_int64(*s, 4, req.limit + 1);
   std::string out = "{\"keys\":[";
-  int64_t n = 0;
   std::string last;
   bool more = false;
-  int rc;
-  while ((rc = sqlite3_step(*s)) == SQLITE_ROW) {
-    if (n == req.limit) {
-      more = true;
-      break;
-    }
-    if (n++ > 0)
-      out += ',';
-    last = column_text(*s, 0);
+  int rc = write_page(*s, req.limit, out, more, [&](sqlite3_stmt* row) {
+    last = column_text(row, 0);
     out += "{\"key\":";
     json_out::string(out, last);
     out += ",\"version\":";
-    json_out::integer(out, sqlite3_column_int64(*s, 1));
+    json_out::integer(out, sqlite3_column_int64(row, 1));
     out += ",\"expires_at\":";
-    if (sqlite3_column_type(*s, 2) == SQLITE_NULL)
+    if (sqlite3_column_type(row, 2) == SQLITE_NULL)
       out += "null";
     else
-      json_out::real(out, sqlite3_column_double(*s, 2));
+      json_out::real(out, sqlite3_column_double(row, 2));
     out += '}';
-  }
-  if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+  });
+  if (rc != SQLITE_DONE)
     return failure("cannot list");
   out += "],\"cursor\":";
   if (more)
@@ -657,7 +669,6 @@ caf::expected<kv_answer> kv_engine::history(const kv_request& req) {
   std::string out = "{\"key\":";
   json_out::string(out, req.key);
   out += ",\"history\":[";
-  int64_t n = 0;
   int64_t last = 0;
   bool more = false;
   auto json_or_null = [&out](sqlite3_stmt* st, int col) {
@@ -666,30 +677,23 @@ caf::expected<kv_answer> kv_engine::history(const kv_request& req) {
     else
       out += column_text(st, col);
   };
-  int rc;
-  while ((rc = sqlite3_step(*s)) == SQLITE_ROW) {
-    if (n == req.limit) {
-      more = true;
-      break;
-    }
-    if (n++ > 0)
-      out += ',';
-    last = sqlite3_column_int64(*s, 0);
+  int rc = write_page(*s, req.limit, out, more, [&](sqlite3_stmt* row) {
+    last = sqlite3_column_int64(row, 0);
     out += "{\"op_number\":";
     json_out::integer(out, last);
     out += ",\"operation\":";
-    json_out::string(out, column_text(*s, 1));
+    json_out::string(out, column_text(row, 1));
     out += ",\"old_value\":";
-    json_or_null(*s, 2);
+    json_or_null(row, 2);
     out += ",\"new_value\":";
-    json_or_null(*s, 3);
+    json_or_null(row, 3);
     out += ",\"timestamp\":";
-    json_out::real(out, sqlite3_column_double(*s, 4));
+    json_out::real(out, sqlite3_column_double(row, 4));
     out += ",\"source\":";
-    json_out::string(out, column_text(*s, 5));
+    json_out::string(out, column_text(row, 5));
     out += '}';
-  }
-  if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+  });
+  if (rc != SQLITE_DONE)
     return failure("cannot read the history");
   out += "],\"cursor\":";
   if (more)
