@@ -174,7 +174,7 @@ database_actor::behavior_type database(self_ptr self, db_location loc, settings 
   auto& st = self->state;
   st.loc = loc;
   st.cfg = s;
-  st.locks = std::make_unique<lock_table>(s.lock_wait_max);
+  st.locks = std::make_shared<guarded_lock_table>(s.lock_wait_max);
   st.graph = graph ? std::move(graph) : std::make_shared<wait_graph>();
   st.opened_at = std::chrono::steady_clock::now();
   self->set_exit_handler([self](caf::exit_msg& msg) {
@@ -230,7 +230,8 @@ database_actor::behavior_type database(self_ptr self, db_location loc, settings 
       // Held locks and waiters live only here, and attached drive inodes send here directly:
       // such a database is never idle.
       auto& st = self->state;
-      return st.in_flight == 0 && st.locks->empty() && st.attached == 0;
+      return st.in_flight == 0 && st.attached == 0
+             && st.locks->with([](const lock_table& t) { return t.empty(); });
     },
     [self](caf::close_atom) {
       self->state.closing = true;

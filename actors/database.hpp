@@ -12,7 +12,7 @@
 #include <memory>
 #include <unordered_map>
 
-#include "actors/lock_table.hpp"
+#include "actors/guarded_lock_table.hpp"
 #include "actors/wait_graph.hpp"
 #include "schema/interfaces.hpp"
 #include "schema/settings.hpp"
@@ -47,7 +47,8 @@ struct database_state {
   std::chrono::steady_clock::time_point opened_at;
   bool closing = false;
   // -- the drive's locks (database_locks.cpp) --
-  std::unique_ptr<lock_table> locks;
+  /// Shared with the drive, which decides requests that need no waiting on its own threads.
+  std::shared_ptr<guarded_lock_table> locks;
   std::unordered_map<uint64_t, lock_reply_sink_ptr> waiting;  ///< sinks of queued requests
   std::shared_ptr<wait_graph> graph;
   uint64_t lock_seq = 0;      ///< arrival counter (deadlock victims: youngest first)
@@ -62,6 +63,8 @@ struct database_state {
   /// Runs when the actor is gone: every queued lock request's sink answers EAGAIN as it is
   /// destroyed (no process stays in fcntl()), and the wait-for graph forgets this table.
   ~database_state() {
+    if (locks)
+      locks->close();
     if (graph)
       graph->forget(self_id);
   }
@@ -84,5 +87,6 @@ void on_interrupt(database_self self, uint64_t id);
 void on_deadlock(database_self self, uint64_t id);
 void on_lock_tick(database_self self);
 std::string locks_json(const database_state& st);
+std::string locks_json(const database_state& st, const lock_table& table);
 
 } // namespace litedrive

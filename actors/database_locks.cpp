@@ -21,8 +21,7 @@ void deliver(database_self self, std::vector<lock_reply>& replies) {
   auto& st = self->state;
   for (const auto& r : replies) {
     auto i = st.waiting.find(r.id);
-    if (i == st.waiting.end())
-      continue;
+    if (i == st.waiting.end()) continue;
     auto sink = std::move(i->second);
     st.waiting.erase(i);
     st.arrival.erase(r.id);
@@ -37,12 +36,13 @@ void check_deadlocks(database_self self) {
   auto& st = self->state;
   for (int round = 0; round < 16; ++round) {
     std::vector<wait_graph::waiter_info> infos;
-    for (const auto& w : st.locks->waiters())
-      infos.push_back({w.req.id, w.req.owner, st.locks->blockers(w), st.locks->victim_rank(w),
-                       st.arrival[w.req.id]});
+    st.locks->with([&](const lock_table& t) {
+      for (const auto& w : t.waiters())
+        infos.push_back(
+            {w.req.id, w.req.owner, t.blockers(w), t.victim_rank(w), st.arrival[w.req.id]});
+    });
     auto victim = st.graph->update(self->id(), caf::actor_cast<caf::actor>(self), std::move(infos));
-    if (!victim)
-      return;
+    if (!victim) return;
     if (victim->table != caf::actor_cast<caf::actor>(self)) {
       caf::anon_send(caf::actor_cast<database_actor>(victim->table), deadlock_atom_v,
                      victim->waiter_id);
@@ -50,14 +50,14 @@ void check_deadlocks(database_self self) {
     }
     spdlog::info("{}: deadlock; lock request {} is the victim", st.loc.name, victim->waiter_id);
     std::vector<lock_reply> replies;
-    st.locks->abort_waiter(victim->waiter_id, replies);
+    st.locks->with([&](lock_table& t) { t.abort_waiter(victim->waiter_id, replies); });
     deliver(self, replies);
   }
 }
 
 void arm_tick(database_self self) {
   auto& st = self->state;
-  if (st.tick_armed || st.locks->waiters().empty())
+  if (st.tick_armed || st.locks->with([](const lock_table& t) { return t.waiters().empty(); }))
     return;
   st.tick_armed = true;
   self->delayed_send(self, tick_period, caf::tick_atom_v);
@@ -82,7 +82,9 @@ void on_setlk(database_self self, const lock_request& req, lock_reply_sink_ptr s
   }
   std::vector<lock_reply> replies;
   auto now = std::chrono::steady_clock::now();
-  auto answer = st.locks->setlk(req, now, replies);
+  auto answer = st.locks->with([&](lock_table& t) { return t.setlk(req, now, replies); });
+  // Later requests for the same file that need no waiting are decided on the FUSE thread.
+  sink->learn_fast_path(st.locks);
   if (answer) {
     sink->reply(*answer);
   } else {
@@ -93,22 +95,24 @@ void on_setlk(database_self self, const lock_request& req, lock_reply_sink_ptr s
 }
 
 void on_getlk(database_self self, const lock_request& req, const lock_reply_sink_ptr& sink) {
-  sink->reply_getlk(self->state.locks->getlk(req));
+  sink->reply_getlk(self->state.locks->with([&](const lock_table& t) { return t.getlk(req); }));
 }
 
 void on_flush(database_self self, uint64_t owner, file_role file, const lock_reply_sink_ptr& sink) {
   std::vector<lock_reply> replies;
   // A process that closes the file has no business waiting for a lock on it any more; and a
   // waiter killed before its interrupt reached us must not be granted a lock nobody releases.
-  self->state.locks->cancel_owner(owner, file, replies);
-  self->state.locks->release_owner(owner, file, replies);
+  self->state.locks->with([&](lock_table& t) {
+    t.cancel_owner(owner, file, replies);
+    t.release_owner(owner, file, replies);
+  });
   settle(self, replies);
   sink->reply(0);
 }
 
 void on_release(database_self self, uint64_t fh) {
   std::vector<lock_reply> replies;
-  self->state.locks->release_handle(fh, replies);
+  self->state.locks->with([&](lock_table& t) { t.release_handle(fh, replies); });
   settle(self, replies);
 }
 
@@ -116,13 +120,12 @@ void on_interrupt(database_self self, uint64_t id) {
   auto& st = self->state;
   std::vector<lock_reply> replies;
   auto known = st.waiting.count(id) > 0;
-  st.locks->interrupt(id, replies);
+  st.locks->with([&](lock_table& t) { t.interrupt(id, replies); });
   if (!known) {
     // Either already answered (a late interrupt: harmless) or not arrived yet (it overtook its
     // request on another FUSE thread): remember it for a while.
     st.early_interrupts.push_back(id);
-    if (st.early_interrupts.size() > 256)
-      st.early_interrupts.pop_front();
+    if (st.early_interrupts.size() > 256) st.early_interrupts.pop_front();
   }
   settle(self, replies);
 }
@@ -130,7 +133,7 @@ void on_interrupt(database_self self, uint64_t id) {
 void on_deadlock(database_self self, uint64_t id) {
   spdlog::info("{}: deadlock; lock request {} is the victim", self->state.loc.name, id);
   std::vector<lock_reply> replies;
-  self->state.locks->abort_waiter(id, replies);
+  self->state.locks->with([&](lock_table& t) { t.abort_waiter(id, replies); });
   settle(self, replies);
 }
 
@@ -138,14 +141,21 @@ void on_lock_tick(database_self self) {
   auto& st = self->state;
   st.tick_armed = false;
   std::vector<lock_reply> replies;
-  st.locks->expire(std::chrono::steady_clock::now(), replies);
+  auto max_wait = st.locks->with([&](lock_table& t) {
+    t.expire(std::chrono::steady_clock::now(), replies);
+    return t.max_wait();
+  });
   if (!replies.empty())
     spdlog::warn("{}: {} lock request(s) waited longer than lock-wait-max ({} ms): EAGAIN",
-                 st.loc.name, replies.size(), st.locks->max_wait().count());
+                 st.loc.name, replies.size(), max_wait.count());
   settle(self, replies);
 }
 
 std::string locks_json(const database_state& st) {
+  return st.locks->with([&](const lock_table& t) { return locks_json(st, t); });
+}
+
+std::string locks_json(const database_state& st, const lock_table& table) {
   using namespace std::chrono;
   auto now = steady_clock::now();
   auto range = [](std::string& out, uint64_t start, uint64_t end) {
@@ -163,7 +173,7 @@ std::string locks_json(const database_state& st) {
   json_out::string(out, st.loc.name);
   out += ",\"holders\":[";
   bool first = true;
-  for (const auto& l : st.locks->locks()) {
+  for (const auto& l : table.locks()) {
     out += first ? "{" : ",{";
     first = false;
     out += "\"pid\":";
@@ -182,7 +192,7 @@ std::string locks_json(const database_state& st) {
   }
   out += "],\"waiters\":[";
   first = true;
-  for (const auto& w : st.locks->waiters()) {
+  for (const auto& w : table.waiters()) {
     out += first ? "{" : ",{";
     first = false;
     out += "\"id\":";
@@ -203,7 +213,7 @@ std::string locks_json(const database_state& st) {
     json_out::real(out, duration<double, std::milli>(now - w.since).count());
     out += '}';
   }
-  const auto& c = st.locks->stats();
+  const auto& c = table.stats();
   out += "],\"counters\":{\"grants\":";
   json_out::integer(out, static_cast<int64_t>(c.grants));
   out += ",\"waits\":";

@@ -24,19 +24,15 @@ bool in_range(const lock_request& r, uint64_t first, uint64_t last) {
 /// A request that starts a transaction of a read-write owner and so needs the token:
 /// rollback mode, the RD lock on PENDING that begins SHARED; WAL mode, a read mark on -shm.
 bool token_request(const lock_request& r) {
-  if (r.kind != lock_kind::read || r.sleep)
-    return false;
-  if (r.file == file_role::main)
-    return !r.wal && single(r, pending);
+  if (r.kind != lock_kind::read || r.sleep) return false;
+  if (r.file == file_role::main) return !r.wal && single(r, pending);
   return r.start == r.end && in_range(r, shm_read_first, shm_read_last);
 }
 
 /// Whether a held lock is (part of) a transaction token in the sense of token_request().
 bool holds_token_range(const held_lock& l, file_role file, bool wal) {
-  if (l.file != file)
-    return false;
-  if (file == file_role::main)
-    return !wal && overlap(l.start, l.end, pending, shared_last);
+  if (l.file != file) return false;
+  if (file == file_role::main) return !wal && overlap(l.start, l.end, pending, shared_last);
   return overlap(l.start, l.end, shm_write, shm_write)
          || overlap(l.start, l.end, shm_read_first, shm_read_last);
 }
@@ -50,21 +46,19 @@ bool kinds_conflict(lock_kind a, lock_kind b) {
 // -- classification -------------------------------------------------------------------------------
 
 lock_table::on_conflict lock_table::classify(const lock_request& r) const {
-  if (r.sleep)
-    return on_conflict::wait; // F_SETLKW waits by definition
+  if (r.sleep) return on_conflict::wait; // F_SETLKW waits by definition
   if (r.file == file_role::main) {
     if (r.kind == lock_kind::read && (single(r, pending) || in_range(r, shared_first, shared_last)))
       return on_conflict::wait; // acquiring SHARED
-    if (r.kind == lock_kind::write && single(r, reserved))
-      return on_conflict::wait; // RESERVED
+    if (r.kind == lock_kind::write && single(r, reserved)) return on_conflict::wait; // RESERVED
     if (r.kind == lock_kind::write
         && (single(r, pending) || in_range(r, shared_first, shared_last))) {
       // EXCLUSIVE. A writer holding RESERVED will get it once readers drain; so will a
       // connection rolling back a hot journal. Anything else (opportunistic attempts, WAL's
       // close-time checkpoint) expects to fail and must not hang.
-      if (r.wal)
-        return on_conflict::fail;
-      if (r.hot_journal || owner_holds(r.owner, file_role::main, lock_kind::write, reserved, reserved))
+      if (r.wal) return on_conflict::fail;
+      if (r.hot_journal
+          || owner_holds(r.owner, file_role::main, lock_kind::write, reserved, reserved))
         return on_conflict::wait;
       return on_conflict::fail;
     }
@@ -109,19 +103,15 @@ bool lock_table::conflicts_with_held(const lock_request& r) const {
 }
 
 bool lock_table::token_blocked(const lock_request& r) const {
-  if (!token_request(r) || !requester_is_writer(r))
-    return false;
+  if (!token_request(r) || !requester_is_writer(r)) return false;
   for (const auto& l : locks_)
-    if (l.owner != r.owner && holds_token_range(l, r.file, r.wal)
-        && writer(l.owner))
-      return true;
+    if (l.owner != r.owner && holds_token_range(l, r.file, r.wal) && writer(l.owner)) return true;
   return false;
 }
 
 bool lock_table::blocked_by_owner(const waiter& w, uint64_t owner) const {
   for (const auto& l : locks_) {
-    if (l.owner != owner || l.file != w.req.file)
-      continue;
+    if (l.owner != owner || l.file != w.req.file) continue;
     if (overlap(l.start, l.end, w.req.start, w.req.end) && kinds_conflict(l.kind, w.req.kind))
       return true;
     if (token_request(w.req) && holds_token_range(l, w.req.file, w.req.wal) && writer(owner))
@@ -135,14 +125,12 @@ bool lock_table::blocked_by_owner(const waiter& w, uint64_t owner) const {
 bool lock_table::must_yield(const lock_request& req, size_t queue_limit) const {
   for (size_t i = 0; i < queue_limit && i < queue_.size(); ++i) {
     const auto& w = queue_[i];
-    if (w.req.file != req.file || w.req.owner == req.owner)
-      continue;
+    if (w.req.file != req.file || w.req.owner == req.owner) continue;
     bool competes = (overlap(w.req.start, w.req.end, req.start, req.end)
                      && kinds_conflict(w.req.kind, req.kind))
-                    || (token_request(w.req) && token_request(req)
-                        && requester_is_writer(w.req) && requester_is_writer(req));
-    if (competes && !blocked_by_owner(w, req.owner))
-      return true;
+                    || (token_request(w.req) && token_request(req) && requester_is_writer(w.req)
+                        && requester_is_writer(req));
+    if (competes && !blocked_by_owner(w, req.owner)) return true;
   }
   return false;
 }
@@ -183,8 +171,7 @@ void remove_range(std::vector<held_lock>& locks, uint64_t owner, file_role file,
 
 void lock_table::apply(const lock_request& req, clock::time_point now) {
   remove_range(locks_, req.owner, req.file, req.start, req.end);
-  if (req.kind == lock_kind::unlock)
-    return;
+  if (req.kind == lock_kind::unlock) return;
   held_lock added{req.file, req.owner, req.pid, req.kind, req.start, req.end, now};
   // Merge with adjacent or overlapping locks of the same owner and kind (POSIX coalescing).
   for (auto i = locks_.begin(); i != locks_.end();) {
@@ -223,10 +210,9 @@ void lock_table::grant_pass(clock::time_point now, std::vector<lock_reply>& repl
   }
 }
 
-std::optional<int> lock_table::setlk(const lock_request& req, clock::time_point now,
-                                     std::vector<lock_reply>& replies) {
-  if (req.end < req.start)
-    return EINVAL;
+std::optional<int> lock_table::decide_at_once(const lock_request& req, clock::time_point now,
+                                              std::vector<lock_reply>& replies) {
+  if (req.end < req.start) return EINVAL;
   if (req.kind == lock_kind::unlock) {
     apply(req, now);
     grant_pass(now, replies);
@@ -243,20 +229,30 @@ std::optional<int> lock_table::setlk(const lock_request& req, clock::time_point 
     grant_pass(now, replies);
     return 0;
   }
-  if (policy == on_conflict::fail) {
+  if (policy == on_conflict::fail || (!req.sleep && max_wait_.count() == 0)) {
     ++counters_.fast_fails;
     return EAGAIN;
   }
-  if (!req.sleep && max_wait_.count() == 0) {
-    ++counters_.fast_fails;
-    return EAGAIN;
-  }
+  return std::nullopt;
+}
+
+std::optional<int> lock_table::setlk(const lock_request& req, clock::time_point now,
+                                     std::vector<lock_reply>& replies) {
+  if (auto answer = decide_at_once(req, now, replies)) return answer;
   ++counters_.waits;
   // F_SETLKW waits as long as POSIX says (until granted, interrupted or deadlocked); the
   // F_SETLK waits litedrive adds are capped.
   auto deadline = req.sleep ? clock::time_point::max() : now + max_wait_;
   queue_.push_back({req, now, deadline});
   return std::nullopt;
+}
+
+std::optional<int> lock_table::setlk_now(const lock_request& req, clock::time_point now) {
+  // With nobody queued, no decision here can grant or fail anybody else: grant passes find
+  // nothing to do, and the FIFO order has nobody to protect.
+  if (!queue_.empty()) return std::nullopt;
+  std::vector<lock_reply> none;
+  return decide_at_once(req, now, none);
 }
 
 getlk_answer lock_table::getlk(const lock_request& req) const {
@@ -280,16 +276,13 @@ void lock_table::release_owner(uint64_t owner, file_role file, std::vector<lock_
                        || std::any_of(queue_.begin(), queue_.end(),
                                       [owner](const waiter& w) { return w.req.owner == owner; });
   // Owner ids are recycled quickly: forget what we learned about a process that holds nothing.
-  if (!still_waiting)
-    owner_writable_.erase(owner);
-  if (locks_.size() != before)
-    grant_pass(clock::now(), replies);
+  if (!still_waiting) owner_writable_.erase(owner);
+  if (locks_.size() != before) grant_pass(clock::now(), replies);
 }
 
 void lock_table::release_handle(uint64_t fh, std::vector<lock_reply>& replies) {
   auto i = handle_owners_.find(fh);
-  if (i == handle_owners_.end())
-    return;
+  if (i == handle_owners_.end()) return;
   auto owners = std::move(i->second);
   handle_owners_.erase(i);
   // Owners still holding locks here after every process closed this handle (each close sent a
@@ -321,8 +314,7 @@ void lock_table::remove_waiter(uint64_t id, int err, std::vector<lock_reply>& re
 void lock_table::cancel_owner(uint64_t owner, file_role file, std::vector<lock_reply>& replies) {
   std::vector<uint64_t> ids;
   for (const auto& w : queue_)
-    if (w.req.owner == owner && w.req.file == file)
-      ids.push_back(w.req.id);
+    if (w.req.owner == owner && w.req.file == file) ids.push_back(w.req.id);
   for (auto id : ids)
     remove_waiter(id, EAGAIN, replies);
 }
@@ -330,8 +322,7 @@ void lock_table::cancel_owner(uint64_t owner, file_role file, std::vector<lock_r
 void lock_table::interrupt(uint64_t id, std::vector<lock_reply>& replies) {
   auto before = replies.size();
   remove_waiter(id, EINTR, replies);
-  if (replies.size() != before)
-    ++counters_.interrupts;
+  if (replies.size() != before) ++counters_.interrupts;
 }
 
 void lock_table::abort_waiter(uint64_t id, std::vector<lock_reply>& replies) {
@@ -350,8 +341,7 @@ void lock_table::abort_waiter(uint64_t id, std::vector<lock_reply>& replies) {
 void lock_table::expire(clock::time_point now, std::vector<lock_reply>& replies) {
   std::vector<uint64_t> expired;
   for (const auto& w : queue_)
-    if (w.deadline <= now)
-      expired.push_back(w.req.id);
+    if (w.deadline <= now) expired.push_back(w.req.id);
   for (auto id : expired) {
     ++counters_.timeouts;
     remove_waiter(id, EAGAIN, replies);
@@ -363,12 +353,10 @@ void lock_table::expire(clock::time_point now, std::vector<lock_reply>& replies)
 std::vector<uint64_t> lock_table::blockers(const waiter& w) const {
   std::vector<uint64_t> out;
   auto add = [&out](uint64_t owner) {
-    if (std::find(out.begin(), out.end(), owner) == out.end())
-      out.push_back(owner);
+    if (std::find(out.begin(), out.end(), owner) == out.end()) out.push_back(owner);
   };
   for (const auto& l : locks_) {
-    if (l.owner == w.req.owner || l.file != w.req.file)
-      continue;
+    if (l.owner == w.req.owner || l.file != w.req.file) continue;
     if (overlap(l.start, l.end, w.req.start, w.req.end) && kinds_conflict(l.kind, w.req.kind))
       add(l.owner);
     else if (token_request(w.req) && requester_is_writer(w.req)
@@ -376,15 +364,12 @@ std::vector<uint64_t> lock_table::blockers(const waiter& w) const {
       add(l.owner);
   }
   for (const auto& e : queue_) {
-    if (&e == &w)
-      break;
-    if (e.req.file != w.req.file || e.req.owner == w.req.owner)
-      continue;
+    if (&e == &w) break;
+    if (e.req.file != w.req.file || e.req.owner == w.req.owner) continue;
     bool competes = (overlap(e.req.start, e.req.end, w.req.start, w.req.end)
                      && kinds_conflict(e.req.kind, w.req.kind))
                     || (token_request(e.req) && token_request(w.req));
-    if (competes && !blocked_by_owner(e, w.req.owner))
-      add(e.req.owner);
+    if (competes && !blocked_by_owner(e, w.req.owner)) add(e.req.owner);
   }
   return out;
 }
@@ -395,9 +380,8 @@ int lock_table::victim_rank(const waiter& w) const {
       && owner_holds(r.owner, file_role::main, lock_kind::read, shared_first, shared_last))
     return 0; // a RESERVED requester holding SHARED: the classic SQLite upgrade deadlock
   if (r.file == file_role::shm && r.kind == lock_kind::write && single(r, shm_write))
-    return 1; // a WAL writer
-  if (r.kind == lock_kind::read)
-    return 2; // SHARED requests
+    return 1;                              // a WAL writer
+  if (r.kind == lock_kind::read) return 2; // SHARED requests
   return 3;
 }
 

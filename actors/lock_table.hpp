@@ -42,6 +42,12 @@ public:
   std::optional<int> setlk(const lock_request& req, clock::time_point now,
                            std::vector<lock_reply>& replies);
 
+  /// setlk() for a caller that cannot wait for an answer (the drive's FUSE thread): decides the
+  /// request only when nobody waits in this table and the request needs no waiting itself
+  /// (granted, or failed at once). Otherwise returns nullopt and changes nothing that matters:
+  /// the caller then sends the request to the actor, which runs setlk().
+  std::optional<int> setlk_now(const lock_request& req, clock::time_point now);
+
   /// F_GETLK: the first lock of another owner that conflicts with `req`.
   getlk_answer getlk(const lock_request& req) const;
 
@@ -84,12 +90,12 @@ public:
   int victim_rank(const waiter& w) const;
 
   struct counters {
-    uint64_t grants = 0;       ///< granted at once or after waiting
-    uint64_t waits = 0;        ///< requests that had to wait
-    uint64_t fast_fails = 0;   ///< EAGAIN at once (try-locks SQLite expects to fail)
-    uint64_t timeouts = 0;     ///< waiters that hit the wait cap
-    uint64_t interrupts = 0;   ///< waiters ended by a signal
-    uint64_t deadlocks = 0;    ///< waiters chosen as deadlock victims
+    uint64_t grants = 0;     ///< granted at once or after waiting
+    uint64_t waits = 0;      ///< requests that had to wait
+    uint64_t fast_fails = 0; ///< EAGAIN at once (try-locks SQLite expects to fail)
+    uint64_t timeouts = 0;   ///< waiters that hit the wait cap
+    uint64_t interrupts = 0; ///< waiters ended by a signal
+    uint64_t deadlocks = 0;  ///< waiters chosen as deadlock victims
   };
   const counters& stats() const { return counters_; }
 
@@ -100,6 +106,9 @@ private:
   enum class on_conflict { wait, fail };
 
   on_conflict classify(const lock_request& req) const;
+  /// The answer setlk() gives without queueing, or nullopt if the request has to wait.
+  std::optional<int> decide_at_once(const lock_request& req, clock::time_point now,
+                                    std::vector<lock_reply>& replies);
   bool conflicts_with_held(const lock_request& req) const;
   bool token_blocked(const lock_request& req) const;
   bool owner_holds(uint64_t owner, file_role file, lock_kind kind, uint64_t start,

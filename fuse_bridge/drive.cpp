@@ -64,14 +64,21 @@ namespace {
 // == 1. inodes and handles ========================================================================
 
 /// The database actor that holds a file's locks, once the registry told us: later lock traffic
-/// for the file goes straight to it.
+/// for the file goes straight to it. Once the actor offered its table's fast path, requests
+/// that need no waiting are decided right here on the FUSE thread.
 struct route_slot {
   std::mutex mtx;
   database_actor handle;
+  lock_fast_path_ptr fast;
 
   database_actor get() {
     std::lock_guard<std::mutex> guard{mtx};
     return handle;
+  }
+
+  lock_fast_path_ptr fast_path() {
+    std::lock_guard<std::mutex> guard{mtx};
+    return fast;
   }
 };
 
@@ -142,11 +149,14 @@ struct dir_handle {
 /// Requests served per operation (relaxed atomics: statistics, not synchronization).
 enum op_id : int {
   op_lookup, op_getattr, op_setattr, op_open, op_create, op_read, op_write, op_flush, op_release,
-  op_fsync, op_unlink, op_getlk, op_setlk, op_other, op_count
+  op_fsync, op_unlink, op_getlk, op_setlk, op_other,
+  op_requests, ///< the kernel's requests end here; what follows counts how they were served
+  op_fast_lock = op_requests, ///< setlk/getlk/flush decided on the FUSE thread (no actor hand-off)
+  op_count
 };
 constexpr const char* op_names[op_count] = {
   "lookup", "getattr", "setattr", "open", "create", "read", "write", "flush", "release",
-  "fsync", "unlink", "getlk", "setlk", "other"};
+  "fsync", "unlink", "getlk", "setlk", "other", "locks_decided_in_drive"};
 
 struct drive::impl {
   std::array<std::atomic<uint64_t>, op_count> ops{};
@@ -290,6 +300,14 @@ public:
     return true;
   }
 
+  void learn_fast_path(const lock_fast_path_ptr& fast) override {
+    if (!slot_)
+      return;
+    std::lock_guard<std::mutex> guard{slot_->mtx};
+    if (!slot_->fast)
+      slot_->fast = fast;
+  }
+
   ~fuse_lock_sink() override {
     reply(fallback_);
   }
@@ -308,8 +326,12 @@ public:
     if (done_.exchange(true))
       return;
     std::shared_lock<std::shared_mutex> guard{gate_->mtx};
-    if (!gate_->open)
-      return;
+    if (gate_->open)
+      answer_getlk(req_, answer);
+  }
+
+  /// F_GETLK's answer as the kernel wants it: the conflicting lock, or F_UNLCK.
+  static void answer_getlk(fuse_req_t req, const getlk_answer& answer) {
     struct flock fl {};
     if (!answer) {
       fl.l_type = F_UNLCK;
@@ -320,7 +342,7 @@ public:
       fl.l_len = answer->end == to_eof ? 0 : static_cast<off_t>(answer->end - answer->start + 1);
       fl.l_pid = static_cast<pid_t>(answer->pid);
     }
-    fuse_reply_lock(req_, &fl);
+    fuse_reply_lock(req, &fl);
   }
 
   // For the interrupt callback.
@@ -690,8 +712,12 @@ void do_flush(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   file_role role;
   if (!route_of(state(req), node, loc, role))
     return (void) fuse_reply_err(req, err);
-  auto sink = std::make_shared<fuse_lock_sink>(req, 0);
   auto owner = static_cast<uint64_t>(fi->lock_owner);
+  if (auto fast = node.slot->fast_path(); fast && fast->try_flush(owner, role)) {
+    state(req).ops[op_fast_lock].fetch_add(1, std::memory_order_relaxed);
+    return (void) fuse_reply_err(req, err);
+  }
+  auto sink = std::make_shared<fuse_lock_sink>(req, 0);
   if (auto db = node.slot->get())
     caf::anon_send(db, caf::flush_atom_v, owner, role, lock_reply_sink_ptr{sink});
   else
@@ -924,8 +950,15 @@ void do_getlk(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi, struct flock* 
   db_location loc;
   if (!build_request(req, ino, fi, fl, r, loc))
     return (void) fuse_reply_err(req, ENOLCK);
+  auto& slot = get_inode(req, ino).slot;
+  if (auto fast = slot->fast_path()) {
+    if (auto answer = fast->try_getlk(r)) {
+      state(req).ops[op_fast_lock].fetch_add(1, std::memory_order_relaxed);
+      return fuse_lock_sink::answer_getlk(req, *answer);
+    }
+  }
   auto sink = std::make_shared<fuse_lock_sink>(req, ENOLCK);
-  if (auto db = get_inode(req, ino).slot->get())
+  if (auto db = slot->get())
     caf::anon_send(db, getlk_atom_v, r, lock_reply_sink_ptr{sink});
   else
     caf::anon_send(state(req).registry, getlk_atom_v, std::move(loc), r, lock_reply_sink_ptr{sink});
@@ -940,6 +973,12 @@ void do_setlk(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi, struct flock* 
     return (void) fuse_reply_err(req, ENOLCK);
   r.sleep = sleep != 0;
   auto& slot = get_inode(req, ino).slot;
+  if (auto fast = slot->fast_path()) {
+    if (auto answer = fast->try_setlk(r)) {
+      st.ops[op_fast_lock].fetch_add(1, std::memory_order_relaxed);
+      return (void) fuse_reply_err(req, *answer);
+    }
+  }
   auto sink = std::make_shared<fuse_lock_sink>(req, EAGAIN, slot);
   sink->registry = st.registry;
   sink->loc = loc;
@@ -1216,7 +1255,8 @@ std::string drive::counters_json() const {
   uint64_t total = 0;
   for (int i = 0; i < op_count; ++i) {
     auto n = impl_->ops[i].load(std::memory_order_relaxed);
-    total += n;
+    if (i < op_requests)
+      total += n;
     out += "\"";
     out += op_names[i];
     out += "\":";

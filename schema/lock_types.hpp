@@ -68,6 +68,25 @@ struct lock_reply {
 /// The answer of F_GETLK: the first conflicting lock, or nothing (F_UNLCK).
 using getlk_answer = std::optional<held_lock>;
 
+/// The part of a database's lock table that a front end may use on its own thread, without the
+/// hand-off to the database actor (~40 µs per request here, DESIGN.md §5): requests that are
+/// decided at once. Every call either decides (and the caller answers the kernel itself) or
+/// declines (nullopt / false), and the caller then sends the request to the actor as usual.
+/// Anything that waits — queueing, deadlock detection, the wait cap, interrupts — is the
+/// actor's alone. Thread-safe.
+class lock_fast_path {
+public:
+  virtual ~lock_fast_path() = default;
+  /// F_SETLK/F_SETLKW: 0 or an errno, or nullopt when the request may have to wait.
+  virtual std::optional<int> try_setlk(const lock_request& req) = 0;
+  /// F_GETLK, or nullopt once the table is closed.
+  virtual std::optional<getlk_answer> try_getlk(const lock_request& req) = 0;
+  /// FLUSH of `owner` (its POSIX locks on `file` dropped); false when somebody waits.
+  virtual bool try_flush(uint64_t owner, file_role file) = 0;
+};
+
+using lock_fast_path_ptr = std::shared_ptr<lock_fast_path>;
+
 /// Where the answer to one lock request goes. The FUSE bridge implements it (it answers the
 /// kernel); the database actor calls exactly one reply function, from any thread. If it is
 /// destroyed unanswered (an actor died), it answers on its own so no process hangs.
@@ -83,6 +102,10 @@ public:
   /// handle (it then sends `detach` to that actor when it lets go). Default: not interested.
   virtual bool learn_route(const caf::actor& database) {
     return false;
+  }
+  /// The database actor offers its table's fast path for the same file's later requests.
+  virtual void learn_fast_path(const lock_fast_path_ptr& fast) {
+    // Default: not interested.
   }
 };
 

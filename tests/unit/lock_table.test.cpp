@@ -154,6 +154,8 @@ CAF_TEST(wal writers wait for the write lock and serialize on read marks) {
   auto excl = req(3, lock_kind::write, pending, pending);
   excl.wal = true;
   CAF_CHECK_EQUAL(set(req(4, lock_kind::read, shared_first, shared_last)), 0);
+  CAF_CHECK_EQUAL(set(excl), 0); // PENDING itself is free: SQLite's next step is the range
+  CAF_CHECK_EQUAL(set(req(3, lock_kind::unlock, pending, pending)), 0);
   auto excl2 = req(3, lock_kind::write, shared_first, shared_last);
   excl2.wal = true;
   CAF_CHECK_EQUAL(set(excl2), EAGAIN);
@@ -211,6 +213,28 @@ CAF_TEST(interrupts timeouts and deadlock aborts answer the waiter) {
   CAF_CHECK_EQUAL(table.stats().interrupts, 1u);
   CAF_CHECK_EQUAL(table.stats().timeouts, 1u);
   CAF_CHECK_EQUAL(table.stats().deadlocks, 1u);
+}
+
+CAF_TEST(setlk now decides only what needs no waiting) {
+  // Nobody waits: grants, unlocks and fail-at-once answers are decided on the caller's thread.
+  CAF_CHECK_EQUAL(table.setlk_now(req(1, lock_kind::write, reserved, reserved), now), 0);
+  auto wal_excl = req(5, lock_kind::write, shared_first, shared_last);
+  wal_excl.wal = true; // a close-time checkpoint attempt while owner 2 reads: fails at once
+  CAF_CHECK_EQUAL(table.setlk_now(req(2, lock_kind::read, shared_first, shared_last), now), 0);
+  CAF_CHECK_EQUAL(table.setlk_now(wal_excl, now), EAGAIN);
+  // A request that would wait is declined and NOT queued: the actor decides it.
+  auto second = req(3, lock_kind::write, reserved, reserved);
+  CAF_CHECK(!table.setlk_now(second, now));
+  CAF_CHECK(table.waiters().empty());
+  // Once somebody waits, even a request that is free now is declined (FIFO, grant passes).
+  CAF_CHECK_EQUAL(set(second), -1);
+  CAF_CHECK(!table.setlk_now(req(4, lock_kind::read, 0, 10), now));
+  CAF_CHECK(!table.setlk_now(req(1, lock_kind::unlock, reserved, reserved), now));
+  // Through the actor's path the unlock grants the waiter as before.
+  CAF_CHECK_EQUAL(set(req(1, lock_kind::unlock, reserved, reserved)), 0);
+  CAF_CHECK(granted(second.id));
+  CAF_CHECK_EQUAL(table.setlk_now(req(3, lock_kind::unlock, 0, to_eof), now), 0);
+  CAF_CHECK_EQUAL(table.stats().fast_fails, 1u);
 }
 
 CAF_TEST(the wait for graph finds a cycle across two tables) {
