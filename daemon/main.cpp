@@ -20,6 +20,7 @@
 #include "actors/db_registry.hpp"
 #include "actors/query_history.hpp"
 #include "daemon/options.hpp"
+#include "actors/drive_io.hpp"
 #include "fuse_bridge/drive.hpp"
 #include "http/http_server.hpp"
 #include "schema/errc.hpp"
@@ -127,6 +128,19 @@ int main(int argc, char** argv) {
     sys_cfg.set("scheduler.policy", caf::atom("sharing"));
   }
   sys_cfg.set("scheduler.max-threads", std::max<size_t>(cfg.actor_threads, 1));
+  // Before any SQLite connection exists (the hooks are process-wide and not thread-safe to
+  // install); the drive they invalidate comes up a moment later.
+  std::atomic<drive*> live_drive{nullptr};
+  if (cfg.open_through_mount && cfg.drive_direct_writes && !cfg.drive_writeback_cache) {
+    drive_io::config io;
+    io.mount = cfg.mount;
+    io.store = cfg.store;
+    io.invalidate = [&live_drive](dev_t dev, ino_t ino, int64_t off, int64_t len) {
+      if (auto* d = live_drive.load(std::memory_order_acquire))
+        d->invalidate(dev, ino, off, len);
+    };
+    drive_io::install(std::move(io));
+  }
   int exit_code = 0;
   {
     caf::actor_system sys{sys_cfg};
@@ -143,10 +157,19 @@ int main(int argc, char** argv) {
         return 1;
       }
       mounted = std::move(*d);
+      live_drive.store(mounted.get(), std::memory_order_release);
     }
     std::function<std::string()> drive_counters;
     if (mounted)
-      drive_counters = [d = mounted.get()] { return d->counters_json(); };
+      drive_counters = [d = mounted.get()] {
+        // The kernel's requests, and what litedrive's own connections did behind the mount.
+        auto out = d->counters_json();
+        auto io = drive_io::stats();
+        out.pop_back();
+        out += ",\"own_direct_writes\":" + std::to_string(io.writes)
+               + ",\"own_cache_invalidations\":" + std::to_string(io.invalidations) + "}";
+        return out;
+      };
     auto server = http_server::start(sys, registry, history, cfg, std::move(drive_counters));
     if (!server) {
       spdlog::critical("{}", view(server.error()).message);
@@ -171,6 +194,7 @@ int main(int argc, char** argv) {
     caf::anon_send_exit(history, caf::exit_reason::user_shutdown);
     // The actors close their databases through the drive: unmount only after they are gone.
     sys.await_all_actors_done();
+    live_drive.store(nullptr, std::memory_order_release);
     if (mounted)
       mounted->unmount();
   }

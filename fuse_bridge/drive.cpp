@@ -1267,6 +1267,24 @@ std::string drive::counters_json() const {
   return out;
 }
 
+void drive::invalidate(dev_t dev, ino_t ino, int64_t off, int64_t len) {
+  fuse_ino_t nodeid = 0;
+  {
+    std::lock_guard<std::mutex> guard{impl_->table_mtx};
+    auto i = impl_->inodes.find(std::make_pair(dev, ino));
+    if (i == impl_->inodes.end())
+      return; // the kernel caches nothing of a file it does not know
+    nodeid = reinterpret_cast<fuse_ino_t>(i->second.get());
+  }
+  // A node id forgotten meanwhile is harmless: the kernel finds no inode for it.
+  std::shared_lock<std::shared_mutex> guard{impl_->gate->mtx};
+  if (!impl_->gate->open || !impl_->mounted)
+    return;
+  int rc = fuse_lowlevel_notify_inval_inode(impl_->session, nodeid, off, len);
+  if (rc != 0 && rc != -ENOENT)
+    spdlog::warn("drive: cache invalidation failed: {}", std::strerror(-rc));
+}
+
 void drive::unmount() {
   if (!impl_ || !impl_->mounted.exchange(false))
     return;

@@ -6,6 +6,8 @@
 #include <memory>
 #include <string>
 
+#include <sys/types.h>
+
 #include <caf/expected.hpp>
 
 #include "schema/interfaces.hpp"
@@ -24,6 +26,11 @@ public:
 
   /// Unmounts (lazily if files are still open) and waits for the FUSE threads. Idempotent.
   void unmount();
+
+  /// Drops what the kernel caches of the backing file (dev, ino) — pages in [off, off+len)
+  /// (len 0: to the end; off < 0: none) and attributes — if the kernel knows the file. For
+  /// writes made to the store behind the mount's back (drive_io). Any thread but a FUSE one.
+  void invalidate(dev_t dev, ino_t ino, int64_t off, int64_t len);
 
   /// Requests served so far, by operation, as a JSON object (for /health and the benchmarks).
   std::string counters_json() const;

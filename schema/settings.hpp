@@ -47,6 +47,9 @@ struct settings {
   std::chrono::milliseconds lock_wait_max{30000};  ///< cap on waits litedrive adds to F_SETLK
   bool mount_allow_other = true;   ///< other users (and containers) may use the mount
   bool drive_writeback_cache = false;  ///< FUSE writeback cache (faster bulk writes)
+  /// litedrive's own SQLite connections write straight to the store and invalidate the mount's
+  /// cache (locks and names still go through the mount); false: everything through the mount.
+  bool drive_direct_writes = true;
   std::chrono::milliseconds attr_timeout{1000};  ///< kernel attribute/entry cache time
 
   // -- actors -----------------------------------------------------------------

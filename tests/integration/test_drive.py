@@ -305,6 +305,53 @@ class HttpAndCli(DriveTestCase):
         self.assertEqual(rows(body), [{"n": 8 * PER_WRITER}])
 
 
+class OwnWritesCoherence(DriveTestCase):
+    """litedrive's own connections write straight to the store (drive_io): a process that keeps
+    its database open on the mount, with pages in the kernel's cache (and mapped, with
+    mmap_size), must still see every HTTP commit at once: updates in place (same size), growth
+    of the file, and the WAL's restart over frames it read before."""
+
+    def check(self, journal, mmap):
+        name = f"own_{journal}_{'mmap' if mmap else 'read'}"
+        path = os.path.join(self.mnt, name + ".db")
+        create_table(path, journal)
+        reader = sqlite3.connect(path, timeout=30, isolation_level=None)
+        if mmap:
+            reader.execute("PRAGMA mmap_size=67108864")
+        conn = self.d.connection()
+        status, body, _, _ = self.d.tx(name, [
+            {"statement": "PRAGMA wal_autocheckpoint=20"},  # restart the WAL often
+            {"statement": "INSERT INTO t (id, w, i) VALUES (1, 0, 0)"}], conn=conn)
+        self.assertEqual(status, 200, body)
+        for n in range(1, 301):
+            items = [{"statement": "UPDATE t SET i = ? WHERE id = 1", "values": [n]}]
+            if n % 3 == 0:  # grow the file too
+                items.append({"statement": "INSERT INTO t (w, i) VALUES (?, ?)", "values": [n, n]})
+            status, body, _, _ = self.d.tx(name, items, conn=conn)
+            self.assertEqual(status, 200, body)
+            seen = reader.execute("SELECT i, (SELECT count(*) FROM t) FROM t WHERE id = 1").fetchone()
+            self.assertEqual(seen, (n, 1 + n // 3), f"stale read after commit {n}")
+        conn.close()
+        self.assertEqual(reader.execute("PRAGMA integrity_check").fetchone()[0], "ok")
+        reader.close()
+        health = self.d.request("GET", "/api/v1/sqlite/health")[1]
+        counters = health["drive_requests"]
+        self.assertGreater(counters["own_direct_writes"], 300, counters)
+        self.assertGreater(counters["own_cache_invalidations"], 300, counters)
+
+    def test_rollback_reader_sees_every_http_commit(self):
+        self.check("delete", False)
+
+    def test_wal_reader_sees_every_http_commit(self):
+        self.check("wal", False)
+
+    def test_wal_mmap_reader_sees_every_http_commit(self):
+        self.check("wal", True)
+
+    def test_rollback_mmap_reader_sees_every_http_commit(self):
+        self.check("delete", True)
+
+
 class AbsolutePathThroughMount(unittest.TestCase):
     def test_mount_path_and_bare_name_reach_the_same_actor(self):
         d = mounted_daemon("--allow-any-absolute-db-path")

@@ -1,0 +1,242 @@
+#include "actors/drive_io.hpp"
+
+#include <atomic>
+#include <cerrno>
+#include <cstdarg>
+#include <cstring>
+#include <mutex>
+#include <string_view>
+#include <unordered_map>
+
+#include <fcntl.h>
+#include <sqlite3.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <spdlog/spdlog.h>
+
+namespace litedrive::drive_io {
+
+namespace {
+
+// -- SQLite's system calls we replace (signatures as in os_unix.c's aSyscall[]) -----------------
+
+using open_fn = int (*)(const char*, int, int);
+using close_fn = int (*)(int);
+using fcntl_fn = int (*)(int, int, ...);
+using write_fn = ssize_t (*)(int, const void*, size_t);
+using pwrite_fn = ssize_t (*)(int, const void*, size_t, off_t);
+using ftruncate_fn = int (*)(int, off_t);
+using fallocate_fn = int (*)(int, off_t, off_t);
+
+struct originals {
+  open_fn open = nullptr;
+  close_fn close = nullptr;
+  fcntl_fn fcntl = nullptr;
+  write_fn write = nullptr;
+  pwrite_fn pwrite = nullptr;
+  pwrite_fn pwrite64 = nullptr;
+  ftruncate_fn ftruncate = nullptr;
+  fallocate_fn fallocate = nullptr;
+};
+
+originals real;
+config cfg;
+
+/// A file SQLite opened the split way: it holds the store's descriptor; this is the rest.
+struct split_file {
+  int mount_fd;
+  dev_t dev; ///< the backing file's identity, which the drive knows its inode by
+  ino_t ino;
+};
+
+std::mutex files_mtx; ///< guards `files`; a leaf lock
+std::unordered_map<int, split_file> files;
+
+std::atomic<uint64_t> n_files{0};
+std::atomic<uint64_t> n_writes{0};
+std::atomic<uint64_t> n_invalidations{0};
+
+bool find(int fd, split_file& out) {
+  std::lock_guard<std::mutex> guard{files_mtx};
+  auto i = files.find(fd);
+  if (i == files.end()) return false;
+  out = i->second;
+  return true;
+}
+
+/// The store path of `path` if it lies under the mount and is not a `-shm` (which must stay on
+/// the mount: its pages are the WAL index every process maps).
+bool backing_path(const char* path, std::string& out) {
+  std::string_view p{path};
+  const auto& m = cfg.mount;
+  if (p.size() <= m.size() + 1 || p.compare(0, m.size(), m) != 0 || p[m.size()] != '/')
+    return false;
+  static constexpr std::string_view shm = "-shm";
+  if (p.size() >= shm.size() && p.compare(p.size() - shm.size(), shm.size(), shm) == 0)
+    return false;
+  out = cfg.store;
+  out.append(p.substr(m.size()));
+  return true;
+}
+
+void invalidate(const split_file& f, int64_t off, int64_t len) {
+  n_invalidations.fetch_add(1, std::memory_order_relaxed);
+  cfg.invalidate(f.dev, f.ino, off, len);
+}
+
+// -- the hooks ------------------------------------------------------------------------------------
+
+int hook_open(const char* path, int flags, int mode) {
+  std::string backing;
+  if (!backing_path(path, backing)) return real.open(path, flags, mode);
+  // Through the mount first: it creates (as the daemon, with the store's rules), truncates and
+  // checks permissions, and the kernel learns the name.
+  int mfd = real.open(path, flags | O_CLOEXEC, mode);
+  if (mfd < 0) return mfd;
+  int bfd = real.open(backing.c_str(), flags & ~(O_CREAT | O_EXCL | O_TRUNC), mode);
+  struct stat ms {
+  }, bs{};
+  bool same = bfd >= 0 && fstat(mfd, &ms) == 0 && fstat(bfd, &bs) == 0 && ms.st_ino == bs.st_ino
+              && S_ISREG(bs.st_mode);
+  if (!same) {
+    // Not the same file (renamed in between, a symlink leading out of the store) or not a
+    // regular file: stay on the mount, which is always correct, only slower.
+    if (bfd >= 0) real.close(bfd);
+    return mfd;
+  }
+  {
+    std::lock_guard<std::mutex> guard{files_mtx};
+    files[bfd] = split_file{mfd, bs.st_dev, bs.st_ino};
+  }
+  n_files.fetch_add(1, std::memory_order_relaxed);
+  return bfd;
+}
+
+int hook_close(int fd) {
+  int mfd = -1;
+  {
+    std::lock_guard<std::mutex> guard{files_mtx};
+    auto i = files.find(fd);
+    if (i != files.end()) {
+      mfd = i->second.mount_fd;
+      files.erase(i);
+    }
+  }
+  int rc = real.close(fd);
+  if (mfd >= 0) {
+    int saved = errno;
+    real.close(mfd); // FLUSH on the mount: this process's locks on the file go, as POSIX says
+    errno = saved;
+  }
+  return rc;
+}
+
+int hook_fcntl(int fd, int cmd, ...) {
+  va_list ap;
+  va_start(ap, cmd);
+  void* arg = va_arg(ap, void*);
+  va_end(ap);
+  bool lock_call = cmd == F_SETLK || cmd == F_SETLKW || cmd == F_GETLK || cmd == F_OFD_SETLK
+                   || cmd == F_OFD_SETLKW || cmd == F_OFD_GETLK;
+  if (lock_call) {
+    split_file f;
+    if (find(fd, f))
+      return real.fcntl(f.mount_fd, cmd, arg); // every process's locks meet in one table
+  }
+  return real.fcntl(fd, cmd, arg);
+}
+
+ssize_t hook_pwrite(int fd, const void* buf, size_t n, off_t off) {
+  auto rc = real.pwrite(fd, buf, n, off);
+  split_file f;
+  if (rc > 0 && find(fd, f)) {
+    n_writes.fetch_add(1, std::memory_order_relaxed);
+    invalidate(f, off, rc);
+  }
+  return rc;
+}
+
+ssize_t hook_pwrite64(int fd, const void* buf, size_t n, off_t off) {
+  auto rc = real.pwrite64(fd, buf, n, off);
+  split_file f;
+  if (rc > 0 && find(fd, f)) {
+    n_writes.fetch_add(1, std::memory_order_relaxed);
+    invalidate(f, off, rc);
+  }
+  return rc;
+}
+
+ssize_t hook_write(int fd, const void* buf, size_t n) {
+  auto rc = real.write(fd, buf, n);
+  split_file f;
+  if (rc > 0 && find(fd, f)) {
+    n_writes.fetch_add(1, std::memory_order_relaxed);
+    invalidate(f, 0, 0); // position unknown here: the whole file
+  }
+  return rc;
+}
+
+int hook_ftruncate(int fd, off_t size) {
+  int rc = real.ftruncate(fd, size);
+  split_file f;
+  if (rc == 0 && find(fd, f)) {
+    int saved = errno;
+    invalidate(f, size, 0);
+    errno = saved;
+  }
+  return rc;
+}
+
+int hook_fallocate(int fd, off_t off, off_t len) {
+  int rc = real.fallocate(fd, off, len);
+  split_file f;
+  if (rc == 0 && find(fd, f)) invalidate(f, -1, 0); // the size may have changed: attributes only
+  return rc;
+}
+
+template <class Fn> bool replace(sqlite3_vfs* vfs, const char* name, Fn hook, Fn& original) {
+  auto current = vfs->xGetSystemCall(vfs, name);
+  if (current == nullptr) return false;
+  original = reinterpret_cast<Fn>(current);
+  return vfs->xSetSystemCall(vfs, name, reinterpret_cast<sqlite3_syscall_ptr>(hook)) == SQLITE_OK;
+}
+
+} // namespace
+
+bool install(config c) {
+  auto* vfs = sqlite3_vfs_find("unix");
+  if (vfs == nullptr || vfs->iVersion < 3 || vfs->xSetSystemCall == nullptr) {
+    spdlog::warn("drive_io: SQLite has no unix VFS with a system-call table; litedrive's own "
+                 "connections stay on the mount");
+    return false;
+  }
+  cfg = std::move(c);
+  // The ones SQLite must have; pwrite64, write and fallocate depend on how it was built.
+  bool ok = replace(vfs, "open", &hook_open, real.open)
+            && replace(vfs, "close", &hook_close, real.close)
+            && replace(vfs, "fcntl", &hook_fcntl, real.fcntl)
+            && replace(vfs, "ftruncate", &hook_ftruncate, real.ftruncate);
+  bool pwrite = replace(vfs, "pwrite", &hook_pwrite, real.pwrite);
+  bool pwrite64 = replace(vfs, "pwrite64", &hook_pwrite64, real.pwrite64);
+  replace(vfs, "write", &hook_write, real.write);
+  replace(vfs, "fallocate", &hook_fallocate, real.fallocate);
+  if (!ok || !(pwrite || pwrite64)) {
+    vfs->xSetSystemCall(vfs, nullptr, nullptr); // back to SQLite's defaults
+    spdlog::warn("drive_io: cannot hook SQLite's system calls; own connections stay on the mount");
+    return false;
+  }
+  spdlog::info("drive_io: litedrive's own SQLite connections write straight to the store; "
+               "locks and names go through the mount");
+  return true;
+}
+
+counters stats() {
+  counters c;
+  c.files = n_files.load(std::memory_order_relaxed);
+  c.writes = n_writes.load(std::memory_order_relaxed);
+  c.invalidations = n_invalidations.load(std::memory_order_relaxed);
+  return c;
+}
+
+} // namespace litedrive::drive_io

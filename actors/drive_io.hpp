@@ -1,0 +1,54 @@
+#pragma once
+// litedrive's own SQLite connections on drive databases: data straight to the backing files,
+// names and locks through the mount (DESIGN.md §4, the second way).
+//
+// Opening a database through the mount keeps one page cache and one lock table, but then every
+// page SQLite writes is a FUSE round trip (~25 µs here): a group commit of 15 KV writes made
+// ~60 of them. With drive_io installed, SQLite's unix VFS (through its system-call table,
+// xSetSystemCall) opens a file under the mount twice: through the mount, which creates it with
+// the right owner and keeps the kernel's dentries true, and directly in the store, which is the
+// descriptor SQLite reads and writes. Lock calls (fcntl F_SETLK/F_SETLKW/F_GETLK) go to the
+// mount's descriptor, so they meet every other process in the database actor's lock table;
+// closing closes both (FLUSH drops this process's locks, POSIX semantics as SQLite expects).
+// Every write or truncate is followed, before it returns, by an invalidation of the mount's page
+// cache and attributes for that range, so that a process reading through the mount never sees
+// a stale page: the invalidation happens before SQLite publishes the commit (the WAL index or
+// the lock release), which is what makes it safe.
+//
+// `-shm` files stay entirely on the mount: processes share the WAL index through the mount's
+// page cache (mmap), and litedrive must map the same pages.
+//
+// Not for `--drive-writeback-cache`: dirty pages of other processes would then live in the
+// kernel, unseen by direct reads.
+
+#include <cstdint>
+#include <functional>
+#include <string>
+
+#include <sys/types.h>
+
+namespace litedrive::drive_io {
+
+struct config {
+  std::string mount; ///< absolute, without a trailing slash
+  std::string store; ///< the backing directory the mount passes through to
+  /// Drops the mount's cached pages of the backing file (dev, ino) in [off, off+len) (len 0: to
+  /// the end) and its cached attributes. Called from SQLite's thread, never from a FUSE one.
+  std::function<void(dev_t, ino_t, int64_t off, int64_t len)> invalidate;
+};
+
+/// Installs the system-call hooks in SQLite's unix VFS. Call once at start-up, before any
+/// SQLite connection opens (xSetSystemCall is not thread-safe). Returns false if SQLite has no
+/// unix VFS with a replaceable system-call table.
+bool install(config cfg);
+
+struct counters {
+  uint64_t files = 0;         ///< files opened the split way
+  uint64_t writes = 0;        ///< writes that went straight to the store
+  uint64_t invalidations = 0; ///< page-cache invalidations sent to the mount
+};
+
+/// What the hooks did so far (for /health).
+counters stats();
+
+} // namespace litedrive::drive_io
