@@ -174,7 +174,13 @@ database_actor::behavior_type database(self_ptr self, db_location loc, settings 
   auto& st = self->state;
   st.loc = loc;
   st.cfg = s;
-  st.locks = std::make_shared<guarded_lock_table>(s.lock_wait_max);
+  // The drive's FUSE threads change the table too; they tell the actor (weakly held: the table
+  // outlives the actor in the drive's caches) so that it keeps the wait-for graph current.
+  auto addr = self->address();
+  st.locks = std::make_shared<guarded_lock_table>(s.lock_wait_max, [addr] {
+    if (auto strong = caf::actor_cast<caf::strong_actor_ptr>(addr))
+      caf::anon_send(caf::actor_cast<database_actor>(strong), settle_atom_v);
+  });
   st.graph = graph ? std::move(graph) : std::make_shared<wait_graph>();
   st.opened_at = std::chrono::steady_clock::now();
   self->set_exit_handler([self](caf::exit_msg& msg) {
@@ -257,6 +263,7 @@ database_actor::behavior_type database(self_ptr self, db_location loc, settings 
     [self](interrupt_atom, uint64_t id) { on_interrupt(self, id); },
     [self](deadlock_atom, uint64_t id) { on_deadlock(self, id); },
     [self](caf::tick_atom) { on_lock_tick(self); },
+    [self](settle_atom) { on_locks_changed(self); },
     [self](locks_atom) -> caf::result<std::string> { return locks_json(self->state); },
   };
 }

@@ -48,11 +48,9 @@ struct database_state {
   bool closing = false;
   // -- the drive's locks (database_locks.cpp) --
   /// Shared with the drive, which decides requests that need no waiting on its own threads.
+  /// Holds the sinks of queued requests too: whoever grants a waiter answers it.
   std::shared_ptr<guarded_lock_table> locks;
-  std::unordered_map<uint64_t, lock_reply_sink_ptr> waiting;  ///< sinks of queued requests
   std::shared_ptr<wait_graph> graph;
-  uint64_t lock_seq = 0;      ///< arrival counter (deadlock victims: youngest first)
-  std::unordered_map<uint64_t, uint64_t> arrival;  ///< waiter id -> lock_seq
   bool tick_armed = false;
   caf::actor_id self_id = 0;
   uint64_t attached = 0;  ///< drive inodes that cache this actor's handle
@@ -61,7 +59,8 @@ struct database_state {
   std::deque<uint64_t> early_interrupts;
 
   /// Runs when the actor is gone: every queued lock request's sink answers EAGAIN as it is
-  /// destroyed (no process stays in fcntl()), and the wait-for graph forgets this table.
+  /// destroyed (no process stays in fcntl()), the drive stops deciding on the table, and the
+  /// wait-for graph forgets it.
   ~database_state() {
     if (locks)
       locks->close();
@@ -86,6 +85,7 @@ void on_release(database_self self, uint64_t fh);
 void on_interrupt(database_self self, uint64_t id);
 void on_deadlock(database_self self, uint64_t id);
 void on_lock_tick(database_self self);
+void on_locks_changed(database_self self);
 std::string locks_json(const database_state& st);
 std::string locks_json(const database_state& st, const lock_table& table);
 

@@ -16,32 +16,13 @@ namespace {
 
 constexpr auto tick_period = std::chrono::milliseconds{100};
 
-/// Sends every reply the table produced to its sink.
-void deliver(database_self self, std::vector<lock_reply>& replies) {
-  auto& st = self->state;
-  for (const auto& r : replies) {
-    auto i = st.waiting.find(r.id);
-    if (i == st.waiting.end()) continue;
-    auto sink = std::move(i->second);
-    st.waiting.erase(i);
-    st.arrival.erase(r.id);
-    sink->reply(r.err);
-  }
-  replies.clear();
-}
-
 /// Publishes the current waiters to the cross-database wait-for graph and breaks a deadlock
 /// if one exists: the victim gets EAGAIN (EDEADLK for F_SETLKW), wherever it waits.
 void check_deadlocks(database_self self) {
   auto& st = self->state;
   for (int round = 0; round < 16; ++round) {
-    std::vector<wait_graph::waiter_info> infos;
-    st.locks->with([&](const lock_table& t) {
-      for (const auto& w : t.waiters())
-        infos.push_back(
-            {w.req.id, w.req.owner, t.blockers(w), t.victim_rank(w), st.arrival[w.req.id]});
-    });
-    auto victim = st.graph->update(self->id(), caf::actor_cast<caf::actor>(self), std::move(infos));
+    auto victim =
+        st.graph->update(self->id(), caf::actor_cast<caf::actor>(self), st.locks->waiter_infos());
     if (!victim) return;
     if (victim->table != caf::actor_cast<caf::actor>(self)) {
       caf::anon_send(caf::actor_cast<database_actor>(victim->table), deadlock_atom_v,
@@ -49,9 +30,9 @@ void check_deadlocks(database_self self) {
       return;
     }
     spdlog::info("{}: deadlock; lock request {} is the victim", st.loc.name, victim->waiter_id);
-    std::vector<lock_reply> replies;
-    st.locks->with([&](lock_table& t) { t.abort_waiter(victim->waiter_id, replies); });
-    deliver(self, replies);
+    st.locks->change([&](lock_table& t, std::vector<lock_reply>& replies) {
+      t.abort_waiter(victim->waiter_id, replies);
+    });
   }
 }
 
@@ -63,9 +44,9 @@ void arm_tick(database_self self) {
   self->delayed_send(self, tick_period, caf::tick_atom_v);
 }
 
-/// After any change of the table: replies, deadlock check, timer.
-void settle(database_self self, std::vector<lock_reply>& replies) {
-  deliver(self, replies);
+/// After any change of the table: deadlock check, timer. (Whoever changed it has answered the
+/// waiters it ended.)
+void settle(database_self self) {
   check_deadlocks(self);
   arm_tick(self);
 }
@@ -80,18 +61,10 @@ void on_setlk(database_self self, const lock_request& req, lock_reply_sink_ptr s
     sink->reply(EINTR);
     return;
   }
-  std::vector<lock_reply> replies;
-  auto now = std::chrono::steady_clock::now();
-  auto answer = st.locks->with([&](lock_table& t) { return t.setlk(req, now, replies); });
   // Later requests for the same file that need no waiting are decided on the FUSE thread.
   sink->learn_fast_path(st.locks);
-  if (answer) {
-    sink->reply(*answer);
-  } else {
-    st.waiting.emplace(req.id, std::move(sink));
-    st.arrival[req.id] = ++st.lock_seq;
-  }
-  settle(self, replies);
+  if (auto answer = st.locks->setlk_or_queue(req, sink)) sink->reply(*answer);
+  settle(self);
 }
 
 void on_getlk(database_self self, const lock_request& req, const lock_reply_sink_ptr& sink) {
@@ -99,56 +72,57 @@ void on_getlk(database_self self, const lock_request& req, const lock_reply_sink
 }
 
 void on_flush(database_self self, uint64_t owner, file_role file, const lock_reply_sink_ptr& sink) {
-  std::vector<lock_reply> replies;
-  // A process that closes the file has no business waiting for a lock on it any more; and a
-  // waiter killed before its interrupt reached us must not be granted a lock nobody releases.
-  self->state.locks->with([&](lock_table& t) {
+  self->state.locks->change([&](lock_table& t, std::vector<lock_reply>& replies) {
+    // A process that closes the file has no business waiting for a lock on it any more; and a
+    // waiter killed before its interrupt reached us must not be granted a lock nobody releases.
     t.cancel_owner(owner, file, replies);
     t.release_owner(owner, file, replies);
   });
-  settle(self, replies);
+  settle(self);
   sink->reply(0);
 }
 
 void on_release(database_self self, uint64_t fh) {
-  std::vector<lock_reply> replies;
-  self->state.locks->with([&](lock_table& t) { t.release_handle(fh, replies); });
-  settle(self, replies);
+  self->state.locks->change(
+      [&](lock_table& t, std::vector<lock_reply>& replies) { t.release_handle(fh, replies); });
+  settle(self);
 }
 
 void on_interrupt(database_self self, uint64_t id) {
   auto& st = self->state;
-  std::vector<lock_reply> replies;
-  auto known = st.waiting.count(id) > 0;
-  st.locks->with([&](lock_table& t) { t.interrupt(id, replies); });
-  if (!known) {
+  if (!st.locks->is_waiting(id)) {
     // Either already answered (a late interrupt: harmless) or not arrived yet (it overtook its
     // request on another FUSE thread): remember it for a while.
     st.early_interrupts.push_back(id);
     if (st.early_interrupts.size() > 256) st.early_interrupts.pop_front();
   }
-  settle(self, replies);
+  st.locks->change(
+      [&](lock_table& t, std::vector<lock_reply>& replies) { t.interrupt(id, replies); });
+  settle(self);
 }
 
 void on_deadlock(database_self self, uint64_t id) {
   spdlog::info("{}: deadlock; lock request {} is the victim", self->state.loc.name, id);
-  std::vector<lock_reply> replies;
-  self->state.locks->with([&](lock_table& t) { t.abort_waiter(id, replies); });
-  settle(self, replies);
+  self->state.locks->change(
+      [&](lock_table& t, std::vector<lock_reply>& replies) { t.abort_waiter(id, replies); });
+  settle(self);
 }
 
 void on_lock_tick(database_self self) {
   auto& st = self->state;
   st.tick_armed = false;
-  std::vector<lock_reply> replies;
-  auto max_wait = st.locks->with([&](lock_table& t) {
+  auto expired = st.locks->change([](lock_table& t, std::vector<lock_reply>& replies) {
     t.expire(std::chrono::steady_clock::now(), replies);
-    return t.max_wait();
   });
-  if (!replies.empty())
+  if (expired > 0)
     spdlog::warn("{}: {} lock request(s) waited longer than lock-wait-max ({} ms): EAGAIN",
-                 st.loc.name, replies.size(), max_wait.count());
-  settle(self, replies);
+                 st.loc.name, expired, st.cfg.lock_wait_max.count());
+  settle(self);
+}
+
+void on_locks_changed(database_self self) {
+  self->state.locks->settled();
+  settle(self);
 }
 
 std::string locks_json(const database_state& st) {

@@ -247,12 +247,9 @@ std::optional<int> lock_table::setlk(const lock_request& req, clock::time_point 
   return std::nullopt;
 }
 
-std::optional<int> lock_table::setlk_now(const lock_request& req, clock::time_point now) {
-  // With nobody queued, no decision here can grant or fail anybody else: grant passes find
-  // nothing to do, and the FIFO order has nobody to protect.
-  if (!queue_.empty()) return std::nullopt;
-  std::vector<lock_reply> none;
-  return decide_at_once(req, now, none);
+std::optional<int> lock_table::setlk_now(const lock_request& req, clock::time_point now,
+                                         std::vector<lock_reply>& replies) {
+  return decide_at_once(req, now, replies);
 }
 
 getlk_answer lock_table::getlk(const lock_request& req) const {

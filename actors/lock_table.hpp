@@ -42,11 +42,13 @@ public:
   std::optional<int> setlk(const lock_request& req, clock::time_point now,
                            std::vector<lock_reply>& replies);
 
-  /// setlk() for a caller that cannot wait for an answer (the drive's FUSE thread): decides the
-  /// request only when nobody waits in this table and the request needs no waiting itself
-  /// (granted, or failed at once). Otherwise returns nullopt and changes nothing that matters:
-  /// the caller then sends the request to the actor, which runs setlk().
-  std::optional<int> setlk_now(const lock_request& req, clock::time_point now);
+  /// setlk() for a caller that cannot keep the request (the drive's FUSE thread): decides it if
+  /// it needs no waiting — granted (FIFO respected: never ahead of an earlier waiter it competes
+  /// with), or failed at once — with the waiters that decision grants in `replies` (an unlock
+  /// or a downgrade). Otherwise returns nullopt and queues nothing: the caller then sends the
+  /// request to the actor, which runs setlk().
+  std::optional<int> setlk_now(const lock_request& req, clock::time_point now,
+                               std::vector<lock_reply>& replies);
 
   /// F_GETLK: the first lock of another owner that conflicts with `req`.
   getlk_answer getlk(const lock_request& req) const;

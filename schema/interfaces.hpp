@@ -46,6 +46,7 @@ CAF_BEGIN_TYPE_ID_BLOCK(litedrive, caf::first_custom_type_id)
   CAF_ADD_ATOM(litedrive, litedrive, kv_atom, "kv")
   CAF_ADD_ATOM(litedrive, litedrive, sweep_atom, "sweep")
   CAF_ADD_ATOM(litedrive, litedrive, record_atom, "record")
+  CAF_ADD_ATOM(litedrive, litedrive, settle_atom, "settle")
 CAF_END_TYPE_ID_BLOCK(litedrive)
 
 namespace litedrive {
@@ -91,6 +92,9 @@ using database_actor = sql_actor::extend<
   // A signal interrupted waiter N (EINTR), or the wait-for graph chose it as deadlock victim.
   caf::reacts_to<interrupt_atom, uint64_t>,
   caf::reacts_to<deadlock_atom, uint64_t>,
+  // The drive changed the lock table on its own thread while requests waited: republish the
+  // wait-for edges, check for deadlocks, arm the wait-cap timer.
+  caf::reacts_to<settle_atom>,
   // A drive inode caches this actor's handle (attach) or forgot it (detach): while any is
   // attached the database is never closed as idle.
   caf::reacts_to<attach_atom>,

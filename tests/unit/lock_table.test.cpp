@@ -216,24 +216,26 @@ CAF_TEST(interrupts timeouts and deadlock aborts answer the waiter) {
 }
 
 CAF_TEST(setlk now decides only what needs no waiting) {
-  // Nobody waits: grants, unlocks and fail-at-once answers are decided on the caller's thread.
-  CAF_CHECK_EQUAL(table.setlk_now(req(1, lock_kind::write, reserved, reserved), now), 0);
+  // Grants, unlocks and fail-at-once answers are decided on the caller's thread.
+  CAF_CHECK_EQUAL(table.setlk_now(req(1, lock_kind::write, reserved, reserved), now, replies), 0);
   auto wal_excl = req(5, lock_kind::write, shared_first, shared_last);
   wal_excl.wal = true; // a close-time checkpoint attempt while owner 2 reads: fails at once
-  CAF_CHECK_EQUAL(table.setlk_now(req(2, lock_kind::read, shared_first, shared_last), now), 0);
-  CAF_CHECK_EQUAL(table.setlk_now(wal_excl, now), EAGAIN);
+  CAF_CHECK_EQUAL(table.setlk_now(req(2, lock_kind::read, shared_first, shared_last), now, replies), 0);
+  CAF_CHECK_EQUAL(table.setlk_now(wal_excl, now, replies), EAGAIN);
   // A request that would wait is declined and NOT queued: the actor decides it.
   auto second = req(3, lock_kind::write, reserved, reserved);
-  CAF_CHECK(!table.setlk_now(second, now));
+  CAF_CHECK(!table.setlk_now(second, now, replies));
   CAF_CHECK(table.waiters().empty());
-  // Once somebody waits, even a request that is free now is declined (FIFO, grant passes).
   CAF_CHECK_EQUAL(set(second), -1);
-  CAF_CHECK(!table.setlk_now(req(4, lock_kind::read, 0, 10), now));
-  CAF_CHECK(!table.setlk_now(req(1, lock_kind::unlock, reserved, reserved), now));
-  // Through the actor's path the unlock grants the waiter as before.
-  CAF_CHECK_EQUAL(set(req(1, lock_kind::unlock, reserved, reserved)), 0);
+  // With somebody waiting: a request that competes with the waiter is declined (FIFO)...
+  CAF_CHECK(!table.setlk_now(req(4, lock_kind::write, reserved, reserved), now, replies));
+  // ...one that does not is granted...
+  CAF_CHECK_EQUAL(table.setlk_now(req(4, lock_kind::read, 0, 10), now, replies), 0);
+  CAF_CHECK(replies.empty());
+  // ...and the holder's unlock grants the waiter, reported to whoever unlocked.
+  CAF_CHECK_EQUAL(table.setlk_now(req(1, lock_kind::unlock, reserved, reserved), now, replies), 0);
   CAF_CHECK(granted(second.id));
-  CAF_CHECK_EQUAL(table.setlk_now(req(3, lock_kind::unlock, 0, to_eof), now), 0);
+  CAF_CHECK(table.waiters().empty());
   CAF_CHECK_EQUAL(table.stats().fast_fails, 1u);
 }
 
