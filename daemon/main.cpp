@@ -14,13 +14,15 @@
 #include <caf/actor_system.hpp>
 #include <caf/actor_system_config.hpp>
 #include <caf/all.hpp>
+#include <caf/io/middleman.hpp>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
 #include "actors/db_registry.hpp"
+#include "actors/drive_io.hpp"
+#include "actors/inspector.hpp"
 #include "actors/query_history.hpp"
 #include "daemon/options.hpp"
-#include "actors/drive_io.hpp"
 #include "fuse_bridge/drive.hpp"
 #include "http/http_server.hpp"
 #include "schema/errc.hpp"
@@ -128,6 +130,8 @@ int main(int argc, char** argv) {
     sys_cfg.set("scheduler.policy", caf::atom("sharing"));
   }
   sys_cfg.set("scheduler.max-threads", std::max<size_t>(cfg.actor_threads, 1));
+  if (!cfg.inspect_host.empty())
+    sys_cfg.load<caf::io::middleman>(); // the remote inspection interface
   // Before any SQLite connection exists (the hooks are process-wide and not thread-safe to
   // install); the drive they invalidate comes up a moment later.
   std::atomic<drive*> live_drive{nullptr};
@@ -159,6 +163,17 @@ int main(int argc, char** argv) {
       mounted = std::move(*d);
       live_drive.store(mounted.get(), std::memory_order_release);
     }
+    inspector_actor inspect;
+    if (!cfg.inspect_host.empty()) {
+      // Read-only, loopback by default; failing to publish it is not a reason to stop serving.
+      inspect = sys.spawn(inspector, registry, cfg);
+      auto bound = sys.middleman().publish(inspect, cfg.inspect_port, cfg.inspect_host.c_str(), true);
+      if (bound)
+        spdlog::info("inspection actor published at {}:{} (CAF remote interface)", cfg.inspect_host, *bound);
+      else
+        spdlog::warn("cannot publish the inspection actor at {}:{}: {}", cfg.inspect_host,
+                     cfg.inspect_port, caf::to_string(bound.error()));
+    }
     std::function<std::string()> drive_counters;
     if (mounted)
       drive_counters = [d = mounted.get()] {
@@ -173,6 +188,8 @@ int main(int argc, char** argv) {
     auto server = http_server::start(sys, registry, history, cfg, std::move(drive_counters));
     if (!server) {
       spdlog::critical("{}", view(server.error()).message);
+      if (inspect)
+        caf::anon_send_exit(inspect, caf::exit_reason::user_shutdown);
       caf::anon_send_exit(registry, caf::exit_reason::user_shutdown);
       caf::anon_send_exit(history, caf::exit_reason::user_shutdown);
       sys.await_all_actors_done();
@@ -190,6 +207,10 @@ int main(int argc, char** argv) {
     sigwait(&stop_signals, &sig);
     spdlog::info("signal {}: shutting down", sig);
     (*server)->stop();
+    if (inspect) {
+      sys.middleman().unpublish(inspect, 0);
+      caf::anon_send_exit(inspect, caf::exit_reason::user_shutdown);
+    }
     caf::anon_send_exit(registry, caf::exit_reason::user_shutdown);
     caf::anon_send_exit(history, caf::exit_reason::user_shutdown);
     // The actors close their databases through the drive: unmount only after they are gone.

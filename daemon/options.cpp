@@ -39,22 +39,23 @@ caf::error parse_bool(const std::string& name, const std::string& text, bool& ou
   return caf::none;
 }
 
-caf::error parse_http(const std::string& text, settings& s) {
+caf::error parse_address(const std::string& name, const std::string& text, std::string& host_out,
+                         uint16_t& port_out) {
   auto colon = text.rfind(':');
   if (colon == std::string::npos)
-    return bad("--http needs HOST:PORT, got '" + text + "'");
+    return bad("--" + name + " needs HOST:PORT, got '" + text + "'");
   auto host = text.substr(0, colon);
   if (host.size() >= 2 && host.front() == '[' && host.back() == ']')
     host = host.substr(1, host.size() - 2);
   if (host.empty())
-    return bad("--http needs a host before the port");
+    return bad("--" + name + " needs a host before the port");
   unsigned port = 0;
-  if (auto err = parse_number("http", text.substr(colon + 1), port))
+  if (auto err = parse_number(name, text.substr(colon + 1), port))
     return err;
   if (port > 65535)
-    return bad("--http port must be 0..65535");
-  s.http_host = host;
-  s.http_port = static_cast<uint16_t>(port);
+    return bad("--" + name + " port must be 0..65535");
+  host_out = host;
+  port_out = static_cast<uint16_t>(port);
   return caf::none;
 }
 
@@ -106,8 +107,19 @@ const std::vector<option_def>& option_table() {
      [](options& o, const std::string& v) { o.cfg.mount = v; return caf::error{}; },
      [](const options& o) { return o.cfg.mount; }},
     {"http", "HOST:PORT", "HTTP listen address; port 0 picks a free port and logs it",
-     [](options& o, const std::string& v) { return parse_http(v, o.cfg); },
+     [](options& o, const std::string& v) { return parse_address("http", v, o.cfg.http_host, o.cfg.http_port); },
      [](const options& o) { return o.cfg.http_host + ":" + std::to_string(o.cfg.http_port); }},
+    {"inspect", "HOST:PORT", "CAF remote inspection actor (read-only; litedrive-inspect); empty: off",
+     [](options& o, const std::string& v) {
+       if (v.empty()) {
+         o.cfg.inspect_host.clear();
+         return caf::error{};
+       }
+       return parse_address("inspect", v, o.cfg.inspect_host, o.cfg.inspect_port);
+     },
+     [](const options& o) {
+       return o.cfg.inspect_host.empty() ? std::string{} : o.cfg.inspect_host + ":" + std::to_string(o.cfg.inspect_port);
+     }},
     {"allow-any-absolute-db-path", "[BOOL]", "accept absolute ?db= paths (used verbatim)",
      [](options& o, const std::string& v) {
        return parse_bool("allow-any-absolute-db-path", v, o.cfg.allow_any_absolute_db_path);

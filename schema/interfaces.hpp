@@ -140,4 +140,14 @@ using query_history_actor = caf::typed_actor<
   // Self-sent: write what is buffered.
   caf::reacts_to<caf::flush_atom>>;
 
+/// The remote inspection interface, published over CAF's middleman (io::middleman, loopback by
+/// default; see `inspect` in the README): read-only, and it speaks only atoms and strings, so any
+/// CAF 0.17 node that declares this same type can ask (`litedrive-inspect` does).
+using inspector_actor = caf::typed_actor<
+  // {"databases":[...]}: every open database actor's counters (requests, failures, latency,
+  // group commits, lock holders and waiters).
+  caf::replies_to<stats_atom>::with<std::string>,
+  // The lock table of one database, named as in ?db=: holders, waiters, counters.
+  caf::replies_to<locks_atom, std::string>::with<std::string>>;
+
 } // namespace litedrive

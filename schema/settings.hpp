@@ -24,6 +24,9 @@ struct settings {
   std::string http_host = "127.0.0.1";
   uint16_t http_port = 8420;               ///< 0 = pick a free port and log it
   size_t http_threads = 1;                 ///< RESTinio I/O threads
+  /// Where the CAF remote inspection actor is published (empty host: not published).
+  std::string inspect_host = "127.0.0.1";
+  uint16_t inspect_port = 8421;
   size_t max_body_bytes = 4u << 20;        ///< larger bodies get 413
   size_t max_connections = 1024;           ///< concurrent HTTP connections
   std::string web_console = "on";          ///< "on"/"off": serve the SQL console at /

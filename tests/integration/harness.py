@@ -36,6 +36,9 @@ class Daemon:
                "--http=127.0.0.1:0", f"--port-file={port_file}", "--log-level=info"] + self.args
         # An explicit empty --mount= runs without the drive (the embedded default mounts one).
         cmd.append(f"--mount={self.mount or ''}")
+        # The inspection port is fixed by default: off unless a test asks (many daemons run here).
+        if not any(a.startswith("--inspect=") for a in self.args):
+            cmd.append("--inspect=")
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
