@@ -147,34 +147,33 @@ int hook_fcntl(int fd, int cmd, ...) {
   return real.fcntl(fd, cmd, arg);
 }
 
-ssize_t hook_pwrite(int fd, const void* buf, size_t n, off_t off) {
-  auto rc = real.pwrite(fd, buf, n, off);
+/// `rc` bytes were written at `off` (off < 0: somewhere) through `fd`: if it is a split file, the
+/// mount's copy of that range is dropped before the write returns to SQLite.
+ssize_t wrote(int fd, ssize_t rc, off_t off, ssize_t len) {
   split_file f;
   if (rc > 0 && find(fd, f)) {
     n_writes.fetch_add(1, std::memory_order_relaxed);
-    invalidate(f, off, rc);
+    if (off < 0)
+      invalidate(f, 0, 0); // position unknown: the whole file
+    else
+      invalidate(f, off, len);
   }
   return rc;
+}
+
+ssize_t hook_pwrite(int fd, const void* buf, size_t n, off_t off) {
+  auto rc = real.pwrite(fd, buf, n, off);
+  return wrote(fd, rc, off, rc);
 }
 
 ssize_t hook_pwrite64(int fd, const void* buf, size_t n, off_t off) {
   auto rc = real.pwrite64(fd, buf, n, off);
-  split_file f;
-  if (rc > 0 && find(fd, f)) {
-    n_writes.fetch_add(1, std::memory_order_relaxed);
-    invalidate(f, off, rc);
-  }
-  return rc;
+  return wrote(fd, rc, off, rc);
 }
 
 ssize_t hook_write(int fd, const void* buf, size_t n) {
   auto rc = real.write(fd, buf, n);
-  split_file f;
-  if (rc > 0 && find(fd, f)) {
-    n_writes.fetch_add(1, std::memory_order_relaxed);
-    invalidate(f, 0, 0); // position unknown here: the whole file
-  }
-  return rc;
+  return wrote(fd, rc, -1, rc);
 }
 
 int hook_ftruncate(int fd, off_t size) {
