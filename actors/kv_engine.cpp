@@ -23,7 +23,8 @@ std::string quoted(const std::string& table) {
 }
 
 std::string replace_all(std::string text, const std::string& from, const std::string& to) {
-  for (size_t pos = text.find(from); pos != std::string::npos; pos = text.find(from, pos + to.size()))
+  for (size_t pos = text.find(from); pos != std::string::npos;
+       pos = text.find(from, pos + to.size()))
     text.replace(pos, from.size(), to);
   return text;
 }
@@ -56,7 +57,8 @@ caf::expected<json> parse_json(const std::string& text, const char* what) {
 
 /// Reads a string -> value text as the API serves it: text that is not JSON (written by plain
 /// SQL) is served as a JSON string.
-constexpr const char* value_expr = "CASE WHEN json_valid(value) THEN value ELSE json_quote(value) END";
+constexpr const char* value_expr =
+    "CASE WHEN json_valid(value) THEN value ELSE json_quote(value) END";
 
 /// Writes at most `limit` rows of `s` (bound for limit + 1 rows), each through `row`, separated
 /// by commas; `more` says whether a further row exists (then the page needs a cursor). Answers
@@ -71,8 +73,7 @@ int write_page(sqlite3_stmt* s, int64_t limit, std::string& out, bool& more, Row
       more = true;
       return SQLITE_DONE;
     }
-    if (n++ > 0)
-      out += ',';
+    if (n++ > 0) out += ',';
     row(s);
   }
   return rc;
@@ -102,14 +103,12 @@ std::string key_answer(const std::string& key, int64_t version,
 } // namespace
 
 bool valid_table_name(const std::string& name) {
-  if (name.empty() || name.size() > 64 || name.rfind("sqlite_", 0) == 0)
-    return false;
+  if (name.empty() || name.size() > 64 || name.rfind("sqlite_", 0) == 0) return false;
   for (size_t i = 0; i < name.size(); ++i) {
     char c = name[i];
     bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_'
               || (i > 0 && c >= '0' && c <= '9');
-    if (!ok)
-      return false;
+    if (!ok) return false;
   }
   return true;
 }
@@ -133,8 +132,7 @@ caf::error kv_engine::failure(const char* what) {
     return make_error(errc::database_busy, msg);
   if ((rc & 0xFF) == SQLITE_ERROR && msg.find("JSON path") != std::string::npos)
     return make_error(errc::invalid_path, sqlite3_errmsg(db_));
-  if ((rc & 0xFF) == SQLITE_INTERRUPT)
-    return make_error(errc::query_timeout, msg);
+  if ((rc & 0xFF) == SQLITE_INTERRUPT) return make_error(errc::query_timeout, msg);
   return make_error(errc::internal_error, msg);
 }
 
@@ -143,8 +141,7 @@ caf::expected<sqlite3_stmt*> kv_engine::stmt(const std::string& table, const cha
   text = replace_all(text, "{n}", table);
   text = replace_all(text, "{v}", value_expr);
   auto i = stmts_.find(text);
-  if (i != stmts_.end())
-    return i->second;
+  if (i != stmts_.end()) return i->second;
   sqlite3_stmt* s = nullptr;
   if (sqlite3_prepare_v3(db_, text.c_str(), static_cast<int>(text.size()),
                          SQLITE_PREPARE_PERSISTENT, &s, nullptr)
@@ -155,8 +152,7 @@ caf::expected<sqlite3_stmt*> kv_engine::stmt(const std::string& table, const cha
 }
 
 caf::error kv_engine::ensure_table(const std::string& table) {
-  if (tables_.count(table))
-    return caf::none;
+  if (tables_.count(table)) return caf::none;
   if (!valid_table_name(table))
     return make_error(errc::invalid_parameter,
                       "table names are letters, digits and _ (64 at most, not sqlite_...)");
@@ -183,10 +179,10 @@ caf::expected<int64_t> kv_engine::apply(const std::string& table, const std::str
   if (what.record) {
     // The old value as stored (an expired key that the sweep has not removed yet still has
     // one: what the history records is what the table held).
-    auto h = stmt(table, "INSERT INTO \"{n}_history\" (key, operation, old_value, new_value, ts, source) "
-                         "VALUES (?1, ?2, (SELECT value FROM {t} WHERE key = ?1), json(?3), ?4, ?5)");
-    if (!h)
-      return std::move(h.error());
+    auto h = stmt(table,
+                  "INSERT INTO \"{n}_history\" (key, operation, old_value, new_value, ts, source) "
+                  "VALUES (?1, ?2, (SELECT value FROM {t} WHERE key = ?1), json(?3), ?4, ?5)");
+    if (!h) return std::move(h.error());
     reset_guard g{*h};
     bind_text(*h, 1, key);
     sqlite3_bind_text(*h, 2, what.operation, -1, SQLITE_STATIC);
@@ -196,17 +192,14 @@ caf::expected<int64_t> kv_engine::apply(const std::string& table, const std::str
       sqlite3_bind_null(*h, 3);
     sqlite3_bind_double(*h, 4, now);
     sqlite3_bind_text(*h, 5, what.source, -1, SQLITE_STATIC);
-    if (sqlite3_step(*h) != SQLITE_DONE)
-      return failure("cannot record the history");
+    if (sqlite3_step(*h) != SQLITE_DONE) return failure("cannot record the history");
   }
   if (!value) {
     auto s = stmt(table, "DELETE FROM {t} WHERE key = ?1");
-    if (!s)
-      return std::move(s.error());
+    if (!s) return std::move(s.error());
     reset_guard g{*s};
     bind_text(*s, 1, key);
-    if (sqlite3_step(*s) != SQLITE_DONE)
-      return failure("cannot delete");
+    if (sqlite3_step(*s) != SQLITE_DONE) return failure("cannot delete");
     return int64_t{0};
   }
   // Versions only grow (also across an expiry the sweep has not removed yet), so a CAS against
@@ -216,8 +209,7 @@ caf::expected<int64_t> kv_engine::apply(const std::string& table, const std::str
                        "ON CONFLICT (key) DO UPDATE SET value = excluded.value, "
                        "version = version + 1, expires_at = excluded.expires_at, "
                        "updated_at = excluded.updated_at RETURNING version");
-  if (!s)
-    return std::move(s.error());
+  if (!s) return std::move(s.error());
   reset_guard g{*s};
   bind_text(*s, 1, key);
   bind_text(*s, 2, *value);
@@ -226,8 +218,7 @@ caf::expected<int64_t> kv_engine::apply(const std::string& table, const std::str
   else
     sqlite3_bind_null(*s, 3);
   sqlite3_bind_double(*s, 4, now);
-  if (sqlite3_step(*s) != SQLITE_ROW)
-    return failure("cannot store");
+  if (sqlite3_step(*s) != SQLITE_ROW) return failure("cannot store");
   auto version = sqlite3_column_int64(*s, 0);
   while (sqlite3_step(*s) == SQLITE_ROW) {
   }
@@ -238,19 +229,15 @@ caf::expected<std::optional<kv_engine::current>>
 kv_engine::load(const std::string& table, const std::string& key, double now) {
   auto s = stmt(table, "SELECT {v}, version, expires_at FROM {t} "
                        "WHERE key = ?1 AND (expires_at IS NULL OR expires_at > ?2)");
-  if (!s)
-    return std::move(s.error());
+  if (!s) return std::move(s.error());
   reset_guard g{*s};
   bind_text(*s, 1, key);
   sqlite3_bind_double(*s, 2, now);
   int rc = sqlite3_step(*s);
-  if (rc == SQLITE_DONE)
-    return std::optional<current>{};
-  if (rc != SQLITE_ROW)
-    return failure("cannot read");
+  if (rc == SQLITE_DONE) return std::optional<current>{};
+  if (rc != SQLITE_ROW) return failure("cannot read");
   std::optional<double> expires;
-  if (sqlite3_column_type(*s, 2) != SQLITE_NULL)
-    expires = sqlite3_column_double(*s, 2);
+  if (sqlite3_column_type(*s, 2) != SQLITE_NULL) expires = sqlite3_column_double(*s, 2);
   return std::optional<current>{current{column_text(*s, 0), sqlite3_column_int64(*s, 1), expires}};
 }
 
@@ -258,30 +245,48 @@ kv_engine::load(const std::string& table, const std::string& key, double now) {
 
 caf::expected<kv_answer> kv_engine::run(const kv_request& req, double now) {
   if (req.op != kv_op::sweep)
-    if (auto err = ensure_table(req.table))
-      return err;
+    if (auto err = ensure_table(req.table)) return err;
   switch (req.op) {
-    case kv_op::get:
-    case kv_op::head: return get(req, now);
-    case kv_op::list: return list(req, now);
-    case kv_op::batch_get: return batch_get(req, now);
-    case kv_op::set: return set(req, now);
-    case kv_op::del: return del(req, now);
-    case kv_op::batch_set: return batch_set(req, now);
-    case kv_op::batch_del: return batch_del(req, now);
-    case kv_op::incr: return incr(req, now);
-    case kv_op::push: return push(req, now);
-    case kv_op::pop: return pop(req, now);
-    case kv_op::remove: return remove(req, now);
-    case kv_op::sweep: return sweep(now);
-    case kv_op::history: return history(req);
-    case kv_op::snapshot:
-    case kv_op::at_time: return value_then(req, now);
-    case kv_op::rollback: return rollback(req, now);
-    case kv_op::diff: return diff(req, now);
-    case kv_op::table_snapshot: return table_snapshot(req, now);
-    case kv_op::rollback_preview: return table_rollback(req, now, false);
-    case kv_op::table_rollback: return table_rollback(req, now, true);
+  case kv_op::get:
+  case kv_op::head:
+    return get(req, now);
+  case kv_op::list:
+    return list(req, now);
+  case kv_op::batch_get:
+    return batch_get(req, now);
+  case kv_op::set:
+    return set(req, now);
+  case kv_op::del:
+    return del(req, now);
+  case kv_op::batch_set:
+    return batch_set(req, now);
+  case kv_op::batch_del:
+    return batch_del(req, now);
+  case kv_op::incr:
+    return incr(req, now);
+  case kv_op::push:
+    return push(req, now);
+  case kv_op::pop:
+    return pop(req, now);
+  case kv_op::remove:
+    return remove(req, now);
+  case kv_op::sweep:
+    return sweep(now);
+  case kv_op::history:
+    return history(req);
+  case kv_op::snapshot:
+  case kv_op::at_time:
+    return value_then(req, now);
+  case kv_op::rollback:
+    return rollback(req, now);
+  case kv_op::diff:
+    return diff(req, now);
+  case kv_op::table_snapshot:
+    return table_snapshot(req, now);
+  case kv_op::rollback_preview:
+    return table_rollback(req, now, false);
+  case kv_op::table_rollback:
+    return table_rollback(req, now, true);
   }
   return make_error(errc::internal_error, "unknown KV operation");
 }
@@ -291,27 +296,22 @@ caf::expected<kv_answer> kv_engine::run(const kv_request& req, double now) {
 caf::expected<kv_answer> kv_engine::get(const kv_request& req, double now) {
   if (!req.path) {
     auto cur = load(req.table, req.key, now);
-    if (!cur)
-      return std::move(cur.error());
-    if (!*cur)
-      return missing();
+    if (!cur) return std::move(cur.error());
+    if (!*cur) return missing();
     return kv_answer{true, req.op == kv_op::head ? std::string{} : std::move((*cur)->value),
                      (*cur)->version};
   }
   auto s = stmt(req.table, "SELECT json_type(value, ?3), value -> ?3, version FROM {t} "
                            "WHERE key = ?1 AND (expires_at IS NULL OR expires_at > ?2) "
                            "AND json_valid(value)");
-  if (!s)
-    return std::move(s.error());
+  if (!s) return std::move(s.error());
   reset_guard g{*s};
   bind_text(*s, 1, req.key);
   sqlite3_bind_double(*s, 2, now);
   bind_text(*s, 3, *req.path);
   int rc = sqlite3_step(*s);
-  if (rc == SQLITE_DONE)
-    return missing();
-  if (rc != SQLITE_ROW)
-    return failure("cannot read the path");
+  if (rc == SQLITE_DONE) return missing();
+  if (rc != SQLITE_ROW) return failure("cannot read the path");
   if (sqlite3_column_type(*s, 0) == SQLITE_NULL) // the path is not in the value
     return kv_answer{false, "null", sqlite3_column_int64(*s, 2)};
   return kv_answer{true, req.op == kv_op::head ? std::string{} : column_text(*s, 1),
@@ -323,8 +323,7 @@ caf::expected<kv_answer> kv_engine::list(const kv_request& req, double now) {
                            "WHERE key > ?1 AND key >= ?2 AND substr(key, 1, length(?2)) = ?2 "
                            "AND (expires_at IS NULL OR expires_at > ?3) "
                            "ORDER BY key LIMIT ?4");
-  if (!s)
-    return std::move(s.error());
+  if (!s) return std::move(s.error());
   reset_guard g{*s};
   bind_text(*s, 1, req.cursor);
   bind_text(*s, 2, req.prefix);
@@ -346,8 +345,7 @@ caf::expected<kv_answer> kv_engine::list(const kv_request& req, double now) {
       json_out::real(out, sqlite3_column_double(row, 2));
     out += '}';
   });
-  if (rc != SQLITE_DONE)
-    return failure("cannot list");
+  if (rc != SQLITE_DONE) return failure("cannot list");
   out += "],\"cursor\":";
   if (more)
     json_out::string(out, last);
@@ -361,10 +359,8 @@ caf::expected<kv_answer> kv_engine::batch_get(const kv_request& req, double now)
   std::string out = "{\"results\":[";
   for (size_t i = 0; i < req.keys.size(); ++i) {
     auto cur = load(req.table, req.keys[i], now);
-    if (!cur)
-      return std::move(cur.error());
-    if (i > 0)
-      out += ',';
+    if (!cur) return std::move(cur.error());
+    if (i > 0) out += ',';
     out += "{\"key\":";
     json_out::string(out, req.keys[i]);
     if (*cur) {
@@ -386,8 +382,7 @@ caf::expected<kv_answer> kv_engine::batch_get(const kv_request& req, double now)
 namespace {
 
 std::optional<double> expiry(std::optional<double> ttl, double now) {
-  if (!ttl)
-    return std::nullopt;
+  if (!ttl) return std::nullopt;
   return now + *ttl;
 }
 
@@ -402,43 +397,35 @@ caf::error conflict(const std::string& key, int64_t expected, int64_t actual) {
 
 caf::expected<kv_answer> kv_engine::set(const kv_request& req, double now) {
   auto cur = load(req.table, req.key, now);
-  if (!cur)
-    return std::move(cur.error());
+  if (!cur) return std::move(cur.error());
   int64_t actual = *cur ? (*cur)->version : 0;
-  if (req.if_match && *req.if_match != actual)
-    return conflict(req.key, *req.if_match, actual);
+  if (req.if_match && *req.if_match != actual) return conflict(req.key, *req.if_match, actual);
   std::string value = req.value;
   if (req.path) {
     // Partial update: set the part at `path` of the current value (an absent key starts as {}).
     auto s = stmt(req.table, "SELECT json_set(?1, ?2, json(?3))");
-    if (!s)
-      return std::move(s.error());
+    if (!s) return std::move(s.error());
     reset_guard g{*s};
     std::string base = *cur ? (*cur)->value : std::string{"{}"};
     bind_text(*s, 1, base);
     bind_text(*s, 2, *req.path);
     bind_text(*s, 3, req.value);
-    if (sqlite3_step(*s) != SQLITE_ROW)
-      return failure("cannot set the path");
+    if (sqlite3_step(*s) != SQLITE_ROW) return failure("cannot set the path");
     value = column_text(*s, 0);
   }
   auto version = apply(req.table, req.key, value, expiry(req.ttl, now), now,
                        {req.path ? "set_path" : "set", req.history});
-  if (!version)
-    return std::move(version.error());
+  if (!version) return std::move(version.error());
   return kv_answer{true, key_answer(req.key, *version), *version};
 }
 
 caf::expected<kv_answer> kv_engine::del(const kv_request& req, double now) {
   auto cur = load(req.table, req.key, now);
-  if (!cur)
-    return std::move(cur.error());
+  if (!cur) return std::move(cur.error());
   int64_t actual = *cur ? (*cur)->version : 0;
-  if (req.if_match && *req.if_match != actual)
-    return conflict(req.key, *req.if_match, actual);
+  if (req.if_match && *req.if_match != actual) return conflict(req.key, *req.if_match, actual);
   auto done = apply(req.table, req.key, std::nullopt, std::nullopt, now, {"delete", req.history});
-  if (!done)
-    return std::move(done.error());
+  if (!done) return std::move(done.error());
   std::string out = "{\"key\":";
   json_out::string(out, req.key);
   out += ",\"deleted\":";
@@ -458,8 +445,7 @@ caf::expected<kv_answer> kv_engine::batch_set(const kv_request& req, double now)
       return make_error(v.code, "item " + std::to_string(i) + ": " + v.message,
                         static_cast<int32_t>(i));
     }
-    if (i > 0)
-      out += ',';
+    if (i > 0) out += ',';
     out += key_answer(item.key, *version);
   }
   out += "]}";
@@ -470,14 +456,11 @@ caf::expected<kv_answer> kv_engine::batch_del(const kv_request& req, double now)
   std::string out = "{\"results\":[";
   for (size_t i = 0; i < req.keys.size(); ++i) {
     auto cur = load(req.table, req.keys[i], now);
-    if (!cur)
-      return std::move(cur.error());
+    if (!cur) return std::move(cur.error());
     auto done = apply(req.table, req.keys[i], std::nullopt, std::nullopt, now,
                       {"batch_delete", req.history});
-    if (!done)
-      return std::move(done.error());
-    if (i > 0)
-      out += ',';
+    if (!done) return std::move(done.error());
+    if (i > 0) out += ',';
     out += "{\"key\":";
     json_out::string(out, req.keys[i]);
     out += ",\"deleted\":";
@@ -490,13 +473,11 @@ caf::expected<kv_answer> kv_engine::batch_del(const kv_request& req, double now)
 
 caf::expected<kv_answer> kv_engine::incr(const kv_request& req, double now) {
   auto cur = load(req.table, req.key, now);
-  if (!cur)
-    return std::move(cur.error());
+  if (!cur) return std::move(cur.error());
   int64_t value = 0;
   if (*cur) {
     auto parsed = parse_json((*cur)->value, "value");
-    if (!parsed)
-      return std::move(parsed.error());
+    if (!parsed) return std::move(parsed.error());
     if (parsed->is_number_integer())
       value = parsed->get<int64_t>();
     else if (parsed->is_number_unsigned())
@@ -509,13 +490,12 @@ caf::expected<kv_answer> kv_engine::incr(const kv_request& req, double now) {
   int64_t result;
   if (__builtin_add_overflow(value, req.delta, &result))
     return make_error(errc::number_overflow, "incrementing '" + req.key + "' by "
-                                               + std::to_string(req.delta)
-                                               + " leaves the 64-bit signed range");
+                                                 + std::to_string(req.delta)
+                                                 + " leaves the 64-bit signed range");
   // Atomic operations keep the key's TTL, like Redis INCR does; only a SET replaces it.
   auto version = apply(req.table, req.key, std::to_string(result),
                        *cur ? (*cur)->expires_at : std::nullopt, now, {"incr", req.history});
-  if (!version)
-    return std::move(version.error());
+  if (!version) return std::move(version.error());
   return kv_answer{true, key_answer(req.key, *version, {{"value", std::to_string(result)}}),
                    *version};
 }
@@ -524,8 +504,7 @@ namespace {
 
 caf::expected<json> as_array(const std::string& key, const std::string& text) {
   auto parsed = parse_json(text, "value");
-  if (!parsed)
-    return std::move(parsed.error());
+  if (!parsed) return std::move(parsed.error());
   if (!parsed->is_array())
     return make_error(errc::not_an_array, "the value of '" + key + "' is not an array: " + text);
   return std::move(*parsed);
@@ -535,44 +514,35 @@ caf::expected<json> as_array(const std::string& key, const std::string& text) {
 
 caf::expected<kv_answer> kv_engine::push(const kv_request& req, double now) {
   auto cur = load(req.table, req.key, now);
-  if (!cur)
-    return std::move(cur.error());
+  if (!cur) return std::move(cur.error());
   json arr = json::array();
   if (*cur) {
     auto a = as_array(req.key, (*cur)->value);
-    if (!a)
-      return std::move(a.error());
+    if (!a) return std::move(a.error());
     arr = std::move(*a);
   }
   auto element = parse_json(req.value, "element");
-  if (!element)
-    return make_error(errc::invalid_json, "value is not JSON");
+  if (!element) return make_error(errc::invalid_json, "value is not JSON");
   arr.push_back(std::move(*element));
   auto version = apply(req.table, req.key, arr.dump(), *cur ? (*cur)->expires_at : std::nullopt,
                        now, {"push", req.history});
-  if (!version)
-    return std::move(version.error());
+  if (!version) return std::move(version.error());
   return kv_answer{true, key_answer(req.key, *version, {{"length", std::to_string(arr.size())}}),
                    *version};
 }
 
 caf::expected<kv_answer> kv_engine::pop(const kv_request& req, double now) {
   auto cur = load(req.table, req.key, now);
-  if (!cur)
-    return std::move(cur.error());
-  if (!*cur)
-    return missing();
+  if (!cur) return std::move(cur.error());
+  if (!*cur) return missing();
   auto arr = as_array(req.key, (*cur)->value);
-  if (!arr)
-    return std::move(arr.error());
-  if (arr->empty())
-    return kv_answer{false, "null", (*cur)->version};
+  if (!arr) return std::move(arr.error());
+  if (arr->empty()) return kv_answer{false, "null", (*cur)->version};
   auto last = std::move(arr->back());
   arr->erase(arr->end() - 1);
-  auto version = apply(req.table, req.key, arr->dump(), (*cur)->expires_at, now,
-                       {"pop", req.history});
-  if (!version)
-    return std::move(version.error());
+  auto version =
+      apply(req.table, req.key, arr->dump(), (*cur)->expires_at, now, {"pop", req.history});
+  if (!version) return std::move(version.error());
   return kv_answer{true,
                    key_answer(req.key, *version,
                               {{"value", last.dump(-1, ' ', false, json::error_handler_t::replace)},
@@ -584,12 +554,10 @@ namespace {
 
 /// Whether every field of `pattern` is in `element` with an equal value (objects only).
 bool contains_fields(const json& element, const json& pattern) {
-  if (!element.is_object() || !pattern.is_object() || pattern.empty())
-    return false;
+  if (!element.is_object() || !pattern.is_object() || pattern.empty()) return false;
   for (const auto& [k, v] : pattern.items()) {
     auto i = element.find(k);
-    if (i == element.end() || *i != v)
-      return false;
+    if (i == element.end() || *i != v) return false;
   }
   return true;
 }
@@ -598,27 +566,23 @@ bool contains_fields(const json& element, const json& pattern) {
 
 caf::expected<kv_answer> kv_engine::remove(const kv_request& req, double now) {
   auto cur = load(req.table, req.key, now);
-  if (!cur)
-    return std::move(cur.error());
-  if (!*cur)
-    return missing();
+  if (!cur) return std::move(cur.error());
+  if (!*cur) return missing();
   auto arr = as_array(req.key, (*cur)->value);
-  if (!arr)
-    return std::move(arr.error());
+  if (!arr) return std::move(arr.error());
   size_t removed = 0;
   if (req.index) {
     auto n = static_cast<int64_t>(arr->size());
     auto i = *req.index < 0 ? n + *req.index : *req.index;
     if (i < 0 || i >= n)
       return make_error(errc::index_out_of_range, "index " + std::to_string(*req.index)
-                                                    + " is outside the array of "
-                                                    + std::to_string(n) + " elements");
+                                                      + " is outside the array of "
+                                                      + std::to_string(n) + " elements");
     arr->erase(arr->begin() + i);
     removed = 1;
   } else {
     auto target = parse_json(req.value, "element");
-    if (!target)
-      return make_error(errc::invalid_json, "value is not JSON");
+    if (!target) return make_error(errc::invalid_json, "value is not JSON");
     // Deep equality first; if nothing is equal, an object removes the elements that contain
     // all of its fields (the reference's cart example removes {"product_id": ...}).
     json kept = json::array();
@@ -641,17 +605,16 @@ caf::expected<kv_answer> kv_engine::remove(const kv_request& req, double now) {
   }
   int64_t version = (*cur)->version;
   if (removed > 0) {
-    auto v = apply(req.table, req.key, arr->dump(), (*cur)->expires_at, now,
-                   {"remove", req.history});
-    if (!v)
-      return std::move(v.error());
+    auto v =
+        apply(req.table, req.key, arr->dump(), (*cur)->expires_at, now, {"remove", req.history});
+    if (!v) return std::move(v.error());
     version = *v;
   }
-  return kv_answer{true,
-                   key_answer(req.key, version,
-                              {{"removed", std::to_string(removed)},
-                               {"length", std::to_string(arr->size())}}),
-                   version};
+  return kv_answer{
+      true,
+      key_answer(req.key, version,
+                 {{"removed", std::to_string(removed)}, {"length", std::to_string(arr->size())}}),
+      version};
 }
 
 // -- time travel --------------------------------------------------------------------------------
@@ -660,8 +623,7 @@ caf::expected<kv_answer> kv_engine::history(const kv_request& req) {
   auto s = stmt(req.table, "SELECT op_number, operation, old_value, new_value, ts, source "
                            "FROM \"{n}_history\" WHERE key = ?1 AND (?2 = 0 OR op_number < ?2) "
                            "ORDER BY op_number DESC LIMIT ?3");
-  if (!s)
-    return std::move(s.error());
+  if (!s) return std::move(s.error());
   reset_guard g{*s};
   bind_text(*s, 1, req.key);
   sqlite3_bind_int64(*s, 2, req.before);
@@ -693,8 +655,7 @@ caf::expected<kv_answer> kv_engine::history(const kv_request& req) {
     json_out::string(out, column_text(row, 5));
     out += '}';
   });
-  if (rc != SQLITE_DONE)
-    return failure("cannot read the history");
+  if (rc != SQLITE_DONE) return failure("cannot read the history");
   out += "],\"cursor\":";
   if (more)
     json_out::integer(out, last);
@@ -707,9 +668,10 @@ caf::expected<kv_answer> kv_engine::history(const kv_request& req) {
 /// The value of a key at a point of its history (after op N, or at time T): the new value of the
 /// last recorded change up to that point; else the old value of the first change after it; else,
 /// with no recorded change around it, the value it has now.
-caf::expected<std::optional<std::string>>
-kv_engine::value_at(const std::string& table, const std::string& key, bool by_op,
-                    int64_t op_number, double ts, double now) {
+caf::expected<std::optional<std::string>> kv_engine::value_at(const std::string& table,
+                                                              const std::string& key, bool by_op,
+                                                              int64_t op_number, double ts,
+                                                              double now) {
   using result = std::optional<std::string>;
   auto column = [](sqlite3_stmt* st) {
     return sqlite3_column_type(st, 0) == SQLITE_NULL ? result{} : result{column_text(st, 0)};
@@ -727,8 +689,7 @@ kv_engine::value_at(const std::string& table, const std::string& key, bool by_op
                   : "SELECT old_value FROM \"{n}_history\" WHERE key = ?1 AND ts > ?2 "
                     "ORDER BY op_number LIMIT 1";
     auto s = stmt(table, sql);
-    if (!s)
-      return std::move(s.error());
+    if (!s) return std::move(s.error());
     reset_guard g{*s};
     bind_text(*s, 1, key);
     if (by_op)
@@ -736,16 +697,12 @@ kv_engine::value_at(const std::string& table, const std::string& key, bool by_op
     else
       sqlite3_bind_double(*s, 2, ts);
     int rc = sqlite3_step(*s);
-    if (rc == SQLITE_ROW)
-      return column(*s);
-    if (rc != SQLITE_DONE)
-      return failure("cannot read the history");
+    if (rc == SQLITE_ROW) return column(*s);
+    if (rc != SQLITE_DONE) return failure("cannot read the history");
   }
   auto cur = load(table, key, by_op ? now : std::min(now, ts));
-  if (!cur)
-    return std::move(cur.error());
-  if (!*cur)
-    return result{};
+  if (!cur) return std::move(cur.error());
+  if (!*cur) return result{};
   return result{std::move((*cur)->value)};
 }
 
@@ -753,23 +710,19 @@ caf::expected<kv_answer> kv_engine::value_then(const kv_request& req, double now
   bool by_op = req.op == kv_op::snapshot;
   if (by_op) {
     auto top = stmt(req.table, "SELECT coalesce(max(op_number), 0) FROM \"{n}_history\"");
-    if (!top)
-      return std::move(top.error());
+    if (!top) return std::move(top.error());
     reset_guard g{*top};
-    if (sqlite3_step(*top) != SQLITE_ROW)
-      return failure("cannot read the history");
+    if (sqlite3_step(*top) != SQLITE_ROW) return failure("cannot read the history");
     if (req.op_number > sqlite3_column_int64(*top, 0))
       return make_error(errc::history_unavailable,
-                        "op " + std::to_string(req.op_number) + " has not happened yet (the newest is "
-                          + std::to_string(sqlite3_column_int64(*top, 0)) + ")");
+                        "op " + std::to_string(req.op_number)
+                            + " has not happened yet (the newest is "
+                            + std::to_string(sqlite3_column_int64(*top, 0)) + ")");
   }
-  if (auto err = check_horizon(req.table, by_op, req.op_number, req.at_timestamp))
-    return err;
+  if (auto err = check_horizon(req.table, by_op, req.op_number, req.at_timestamp)) return err;
   auto v = value_at(req.table, req.key, by_op, req.op_number, req.at_timestamp, now);
-  if (!v)
-    return std::move(v.error());
-  if (!*v)
-    return missing();
+  if (!v) return std::move(v.error());
+  if (!*v) return missing();
   return kv_answer{true, std::move(**v), -1};
 }
 
@@ -784,31 +737,29 @@ void append_value(std::string& out, const std::optional<std::string>& v) {
 caf::error kv_engine::check_horizon(const std::string& table, bool by_op, int64_t op_number,
                                     double ts) {
   auto s = stmt(table, "SELECT op_number, ts FROM litedrive_history_horizon WHERE tbl = ?1");
-  if (!s)
-    return std::move(s.error());
+  if (!s) return std::move(s.error());
   reset_guard g{*s};
   bind_text(*s, 1, table);
-  if (sqlite3_step(*s) != SQLITE_ROW)
-    return caf::none; // nothing was ever trimmed
+  if (sqlite3_step(*s) != SQLITE_ROW) return caf::none; // nothing was ever trimmed
   auto horizon_op = sqlite3_column_int64(*s, 0);
   auto horizon_ts = sqlite3_column_double(*s, 1);
   if (by_op ? op_number <= horizon_op : ts < horizon_ts)
     return make_error(errc::history_unavailable,
                       by_op ? "op " + std::to_string(op_number)
-                                + " is older than the retained history (it starts after op "
-                                + std::to_string(horizon_op) + ")"
+                                  + " is older than the retained history (it starts after op "
+                                  + std::to_string(horizon_op) + ")"
                             : "that time is older than the retained history of '" + table + "'");
   return caf::none;
 }
 
 caf::expected<int64_t> kv_engine::trim_history(const std::string& table, double now) {
   // Bounded work per sweep: 1000 rows, so the write path is never held for long.
-  auto s = stmt(table, "SELECT op_number, ts FROM \"{n}_history\" "
-                       "WHERE (?1 > 0 AND ts < ?2) "
-                       "OR (?3 > 0 AND op_number <= (SELECT max(op_number) FROM \"{n}_history\") - ?3) "
-                       "ORDER BY op_number LIMIT 1000");
-  if (!s)
-    return std::move(s.error());
+  auto s =
+      stmt(table, "SELECT op_number, ts FROM \"{n}_history\" "
+                  "WHERE (?1 > 0 AND ts < ?2) "
+                  "OR (?3 > 0 AND op_number <= (SELECT max(op_number) FROM \"{n}_history\") - ?3) "
+                  "ORDER BY op_number LIMIT 1000");
+  if (!s) return std::move(s.error());
   int64_t last_op = 0;
   double last_ts = 0;
   int64_t n = 0;
@@ -823,37 +774,31 @@ caf::expected<int64_t> kv_engine::trim_history(const std::string& table, double 
       ++n;
     }
   }
-  if (n == 0)
-    return int64_t{0};
+  if (n == 0) return int64_t{0};
   auto del = stmt(table, "DELETE FROM \"{n}_history\" WHERE op_number <= ?1");
-  if (!del)
-    return std::move(del.error());
+  if (!del) return std::move(del.error());
   {
     reset_guard g{*del};
     sqlite3_bind_int64(*del, 1, last_op);
-    if (sqlite3_step(*del) != SQLITE_DONE)
-      return failure("cannot trim the history");
+    if (sqlite3_step(*del) != SQLITE_DONE) return failure("cannot trim the history");
   }
-  auto mark = stmt(table, "INSERT INTO litedrive_history_horizon (tbl, op_number, ts) VALUES (?1, ?2, ?3) "
-                          "ON CONFLICT (tbl) DO UPDATE SET op_number = excluded.op_number, ts = excluded.ts");
-  if (!mark)
-    return std::move(mark.error());
+  auto mark = stmt(
+      table, "INSERT INTO litedrive_history_horizon (tbl, op_number, ts) VALUES (?1, ?2, ?3) "
+             "ON CONFLICT (tbl) DO UPDATE SET op_number = excluded.op_number, ts = excluded.ts");
+  if (!mark) return std::move(mark.error());
   reset_guard g{*mark};
   bind_text(*mark, 1, table);
   sqlite3_bind_int64(*mark, 2, last_op);
   sqlite3_bind_double(*mark, 3, last_ts);
-  if (sqlite3_step(*mark) != SQLITE_DONE)
-    return failure("cannot record the history horizon");
+  if (sqlite3_step(*mark) != SQLITE_DONE) return failure("cannot record the history horizon");
   return n;
 }
 
 caf::expected<kv_answer> kv_engine::diff(const kv_request& req, double now) {
-  if (auto err = check_horizon(req.table, false, 0, req.from))
-    return err;
+  if (auto err = check_horizon(req.table, false, 0, req.from)) return err;
   auto s = stmt(req.table, "SELECT DISTINCT key FROM \"{n}_history\" WHERE ts > ?1 AND ts <= ?2 "
                            "ORDER BY key LIMIT ?3");
-  if (!s)
-    return std::move(s.error());
+  if (!s) return std::move(s.error());
   std::vector<std::string> keys;
   {
     reset_guard g{*s};
@@ -871,13 +816,10 @@ caf::expected<kv_answer> kv_engine::diff(const kv_request& req, double now) {
   bool first = true;
   for (const auto& key : keys) {
     auto before = value_at(req.table, key, false, 0, req.from, now);
-    if (!before)
-      return std::move(before.error());
+    if (!before) return std::move(before.error());
     auto after = value_at(req.table, key, false, 0, req.to, now);
-    if (!after)
-      return std::move(after.error());
-    if (!first)
-      out += ',';
+    if (!after) return std::move(after.error());
+    if (!first) out += ',';
     first = false;
     out += "{\"key\":";
     json_out::string(out, key);
@@ -894,34 +836,34 @@ caf::expected<kv_answer> kv_engine::diff(const kv_request& req, double now) {
 namespace {
 
 /// Every key the table holds now or has history for, in order.
-constexpr const char* all_keys_sql = "SELECT key FROM {t} UNION SELECT key FROM \"{n}_history\" ORDER BY 1";
+constexpr const char* all_keys_sql =
+    "SELECT key FROM {t} UNION SELECT key FROM \"{n}_history\" ORDER BY 1";
 
 } // namespace
 
-caf::expected<kv_answer> kv_engine::table_snapshot(const kv_request& req, double now) {
-  if (auto err = check_horizon(req.table, false, 0, req.at_timestamp))
-    return err;
+caf::expected<std::vector<std::string>> kv_engine::keys_at(const kv_request& req) {
+  if (auto err = check_horizon(req.table, false, 0, req.at_timestamp)) return err;
   auto s = stmt(req.table, all_keys_sql);
-  if (!s)
-    return std::move(s.error());
+  if (!s) return std::move(s.error());
   std::vector<std::string> keys;
-  {
-    reset_guard g{*s};
-    while (sqlite3_step(*s) == SQLITE_ROW)
-      keys.push_back(column_text(*s, 0));
-  }
+  reset_guard g{*s};
+  while (sqlite3_step(*s) == SQLITE_ROW)
+    keys.push_back(column_text(*s, 0));
+  return keys;
+}
+
+caf::expected<kv_answer> kv_engine::table_snapshot(const kv_request& req, double now) {
+  auto keys = keys_at(req);
+  if (!keys) return std::move(keys.error());
   std::string out = "{\"timestamp\":";
   json_out::real(out, req.at_timestamp);
   out += ",\"keys\":[";
   bool first = true;
-  for (const auto& key : keys) {
+  for (const auto& key : *keys) {
     auto v = value_at(req.table, key, false, 0, req.at_timestamp, now);
-    if (!v)
-      return std::move(v.error());
-    if (!*v)
-      continue;
-    if (!first)
-      out += ',';
+    if (!v) return std::move(v.error());
+    if (!*v) continue;
+    if (!first) out += ',';
     first = false;
     out += "{\"key\":";
     json_out::string(out, key);
@@ -935,48 +877,33 @@ caf::expected<kv_answer> kv_engine::table_snapshot(const kv_request& req, double
 
 caf::expected<kv_answer> kv_engine::table_rollback(const kv_request& req, double now,
                                                    bool apply_it) {
-  if (auto err = check_horizon(req.table, false, 0, req.at_timestamp))
-    return err;
-  auto s = stmt(req.table, all_keys_sql);
-  if (!s)
-    return std::move(s.error());
-  std::vector<std::string> keys;
-  {
-    reset_guard g{*s};
-    while (sqlite3_step(*s) == SQLITE_ROW)
-      keys.push_back(column_text(*s, 0));
-  }
+  auto keys = keys_at(req);
+  if (!keys) return std::move(keys.error());
   std::string out = "{\"to_timestamp\":";
   json_out::real(out, req.at_timestamp);
   out += ",\"dry_run\":";
   out += apply_it ? "false" : "true";
   out += ",\"changes\":[";
   size_t changed = 0;
-  for (const auto& key : keys) {
+  for (const auto& key : *keys) {
     auto then = value_at(req.table, key, false, 0, req.at_timestamp, now);
-    if (!then)
-      return std::move(then.error());
+    if (!then) return std::move(then.error());
     auto cur = load(req.table, key, now);
-    if (!cur)
-      return std::move(cur.error());
+    if (!cur) return std::move(cur.error());
     std::optional<std::string> current;
-    if (*cur)
-      current = (*cur)->value;
+    if (*cur) current = (*cur)->value;
     // Compare as JSON text normalised by SQLite, so formatting differences do not count.
     bool same = current.has_value() == then->has_value();
     if (same && current) {
       auto eq = stmt(req.table, "SELECT json(?1) = json(?2)");
-      if (!eq)
-        return std::move(eq.error());
+      if (!eq) return std::move(eq.error());
       reset_guard g{*eq};
       bind_text(*eq, 1, *current);
       bind_text(*eq, 2, **then);
       same = sqlite3_step(*eq) == SQLITE_ROW && sqlite3_column_int(*eq, 0) == 1;
     }
-    if (same)
-      continue;
-    if (changed++ > 0)
-      out += ',';
+    if (same) continue;
+    if (changed++ > 0) out += ',';
     out += "{\"key\":";
     json_out::string(out, key);
     out += ",\"current\":";
@@ -986,8 +913,7 @@ caf::expected<kv_answer> kv_engine::table_rollback(const kv_request& req, double
     out += '}';
     if (apply_it) {
       auto v = apply(req.table, key, *then, std::nullopt, now, {"rollback", true});
-      if (!v)
-        return std::move(v.error());
+      if (!v) return std::move(v.error());
     }
   }
   out += "],\"count\":";
@@ -997,30 +923,27 @@ caf::expected<kv_answer> kv_engine::table_rollback(const kv_request& req, double
 }
 
 caf::expected<kv_answer> kv_engine::rollback(const kv_request& req, double now) {
-  auto s = stmt(req.table, "SELECT old_value, (SELECT count(*) FROM \"{n}_history\" WHERE key = ?1) "
-                           "FROM \"{n}_history\" WHERE key = ?1 "
-                           "ORDER BY op_number DESC LIMIT 1 OFFSET ?2");
-  if (!s)
-    return std::move(s.error());
+  auto s =
+      stmt(req.table, "SELECT old_value, (SELECT count(*) FROM \"{n}_history\" WHERE key = ?1) "
+                      "FROM \"{n}_history\" WHERE key = ?1 "
+                      "ORDER BY op_number DESC LIMIT 1 OFFSET ?2");
+  if (!s) return std::move(s.error());
   std::optional<std::string> target;
   {
     reset_guard g{*s};
     bind_text(*s, 1, req.key);
     sqlite3_bind_int64(*s, 2, req.steps - 1);
     if (sqlite3_step(*s) != SQLITE_ROW)
-      return make_error(errc::history_unavailable,
-                        "key '" + req.key + "' has fewer than " + std::to_string(req.steps)
-                          + " recorded changes");
-    if (sqlite3_column_type(*s, 0) != SQLITE_NULL)
-      target = column_text(*s, 0);
+      return make_error(errc::history_unavailable, "key '" + req.key + "' has fewer than "
+                                                       + std::to_string(req.steps)
+                                                       + " recorded changes");
+    if (sqlite3_column_type(*s, 0) != SQLITE_NULL) target = column_text(*s, 0);
   }
   auto cur = load(req.table, req.key, now);
-  if (!cur)
-    return std::move(cur.error());
+  if (!cur) return std::move(cur.error());
   auto version = apply(req.table, req.key, target, *cur ? (*cur)->expires_at : std::nullopt, now,
                        {"rollback", true});
-  if (!version)
-    return std::move(version.error());
+  if (!version) return std::move(version.error());
   return kv_answer{true,
                    key_answer(req.key, *version,
                               {{"value", target ? *target : std::string{"null"}},
@@ -1032,8 +955,7 @@ caf::expected<kv_answer> kv_engine::sweep(double now) {
   int64_t swept = 0;
   for (const auto& table : tables_) {
     auto s = stmt(table, "SELECT key FROM {t} WHERE expires_at <= ?1 LIMIT 1000");
-    if (!s)
-      return std::move(s.error());
+    if (!s) return std::move(s.error());
     std::vector<std::string> expired;
     {
       reset_guard g{*s};
@@ -1043,13 +965,11 @@ caf::expected<kv_answer> kv_engine::sweep(double now) {
     }
     for (const auto& key : expired) {
       auto done = apply(table, key, std::nullopt, std::nullopt, now, {"expire", true, "expiry"});
-      if (!done)
-        return std::move(done.error());
+      if (!done) return std::move(done.error());
       ++swept;
     }
     auto trimmed = trim_history(table, now);
-    if (!trimmed)
-      return std::move(trimmed.error());
+    if (!trimmed) return std::move(trimmed.error());
   }
   return kv_answer{true, "{\"swept\":" + std::to_string(swept) + "}", -1};
 }

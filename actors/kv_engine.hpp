@@ -53,7 +53,7 @@ public:
 
 private:
   struct current {
-    std::string value;  ///< JSON text
+    std::string value; ///< JSON text
     int64_t version;
     std::optional<double> expires_at;
   };
@@ -62,8 +62,8 @@ private:
                                              double now);
   /// What a change is, for its history record.
   struct change {
-    const char* operation;  ///< set, delete, incr, ...
-    bool record = true;     ///< false: ?history=false
+    const char* operation; ///< set, delete, incr, ...
+    bool record = true;    ///< false: ?history=false
     const char* source = "http";
   };
 
@@ -88,13 +88,16 @@ private:
   caf::expected<kv_answer> sweep(double now);
   caf::expected<kv_answer> history(const kv_request& req);
   /// The value of `key` after op `op_number` (by_op) or at time `ts`; nullopt: it did not exist.
-  caf::expected<std::optional<std::string>> value_at(const std::string& table, const std::string& key,
-                                                     bool by_op, int64_t op_number, double ts,
-                                                     double now);
+  caf::expected<std::optional<std::string>> value_at(const std::string& table,
+                                                     const std::string& key, bool by_op,
+                                                     int64_t op_number, double ts, double now);
   caf::expected<kv_answer> diff(const kv_request& req, double now);
   /// Error if `ts` (or `op_number`, when by_op) lies before what the history still holds.
   caf::error check_horizon(const std::string& table, bool by_op, int64_t op_number, double ts);
   caf::expected<int64_t> trim_history(const std::string& table, double now);
+  /// Every key the table holds or has history for, once `req.at_timestamp` is inside the
+  /// retained history (table snapshot and table rollback walk them).
+  caf::expected<std::vector<std::string>> keys_at(const kv_request& req);
   caf::expected<kv_answer> table_snapshot(const kv_request& req, double now);
   caf::expected<kv_answer> table_rollback(const kv_request& req, double now, bool apply_it);
   caf::expected<kv_answer> value_then(const kv_request& req, double now);
