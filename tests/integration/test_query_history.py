@@ -45,6 +45,8 @@ class QueryHistory(unittest.TestCase):
             self.assertGreaterEqual(stats["latency_ms"]["p99"], stats["latency_ms"]["p50"])
             self.assertEqual(len(stats["slowest"]), 5)
             self.assertEqual(stats["most_frequent"][0]["count"], 1)
+            self.assertEqual(sorted(stats["slowest"][0]), ["db", "duration_ms", "index", "sql"])
+            self.assertEqual(sorted(stats["most_frequent"][0]), ["avg_duration_ms", "count", "sql"])
             # Deleting one entry, then a restart keeps the rest.
             status, body, _, _ = d.request("DELETE", f"/api/v1/sqlite/history/{insert['index']}")
             self.assertEqual((status, body["deleted"]), (200, True))
