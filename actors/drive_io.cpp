@@ -5,6 +5,8 @@
 #include <cstdarg>
 #include <cstring>
 #include <mutex>
+#include <optional>
+#include <random>
 #include <string_view>
 #include <unordered_map>
 
@@ -43,12 +45,19 @@ struct originals {
 originals real;
 config cfg;
 
-/// A file SQLite opened the split way: it holds the store's descriptor; this is the rest.
+/// A file of the drive SQLite opened: the split way (SQLite holds the store's descriptor; this
+/// is the rest), or a `-shm`, which stays on the mount (SQLite holds the mount's descriptor).
 struct split_file {
   int mount_fd;
   dev_t dev; ///< the backing file's identity, which the drive knows its inode by
   ino_t ino;
+  bool split;    ///< SQLite's descriptor is the store's: writes need invalidating the mount
+  bool writable; ///< opened for writing (the lock table serializes writers' transactions)
 };
+
+/// This process's POSIX lock owner in the drive's lock table, as the kernel's lock_owner is for
+/// every other process: one per process, random so that it never meets a kernel one.
+uint64_t own_owner = 0;
 
 std::mutex files_mtx; ///< guards `files`; a leaf lock
 std::unordered_map<int, split_file> files;
@@ -65,19 +74,35 @@ bool find(int fd, split_file& out) {
   return true;
 }
 
-/// The store path of `path` if it lies under the mount and is not a `-shm` (which must stay on
-/// the mount: its pages are the WAL index every process maps).
-bool backing_path(const char* path, std::string& out) {
+/// The store path of `path` if it lies under the mount; `shm` says it is a `-shm` (which must
+/// stay on the mount: its pages are the WAL index every process maps).
+bool backing_path(const char* path, std::string& out, bool& shm) {
   std::string_view p{path};
   const auto& m = cfg.mount;
   if (p.size() <= m.size() + 1 || p.compare(0, m.size(), m) != 0 || p[m.size()] != '/')
     return false;
-  static constexpr std::string_view shm = "-shm";
-  if (p.size() >= shm.size() && p.compare(p.size() - shm.size(), shm.size(), shm) == 0)
-    return false;
+  static constexpr std::string_view suffix = "-shm";
+  shm = p.size() >= suffix.size() && p.compare(p.size() - suffix.size(), suffix.size(), suffix) == 0;
   out = cfg.store;
   out.append(p.substr(m.size()));
   return true;
+}
+
+bool writable(int flags) {
+  return (flags & O_ACCMODE) != O_RDONLY;
+}
+
+/// A `-shm` stays on the mount; its locks still skip the round trip through the kernel.
+int open_shm(const char* path, const std::string& backing, int flags, int mode) {
+  int fd = real.open(path, flags, mode);
+  struct stat ms {
+  }, bs{};
+  if (fd >= 0 && cfg.lock && fstat(fd, &ms) == 0 && ::stat(backing.c_str(), &bs) == 0
+      && ms.st_ino == bs.st_ino && S_ISREG(bs.st_mode)) {
+    std::lock_guard<std::mutex> guard{files_mtx};
+    files[fd] = split_file{fd, bs.st_dev, bs.st_ino, false, writable(flags)};
+  }
+  return fd;
 }
 
 void invalidate(const split_file& f, int64_t off, int64_t len) {
@@ -89,7 +114,9 @@ void invalidate(const split_file& f, int64_t off, int64_t len) {
 
 int hook_open(const char* path, int flags, int mode) {
   std::string backing;
-  if (!backing_path(path, backing)) return real.open(path, flags, mode);
+  bool shm = false;
+  if (!backing_path(path, backing, shm)) return real.open(path, flags, mode);
+  if (shm) return open_shm(path, backing, flags, mode);
   // Through the mount first: it creates (as the daemon, with the store's rules), truncates and
   // checks permissions, and the kernel learns the name.
   int mfd = real.open(path, flags | O_CLOEXEC, mode);
@@ -107,26 +134,30 @@ int hook_open(const char* path, int flags, int mode) {
   }
   {
     std::lock_guard<std::mutex> guard{files_mtx};
-    files[bfd] = split_file{mfd, bs.st_dev, bs.st_ino};
+    files[bfd] = split_file{mfd, bs.st_dev, bs.st_ino, true, writable(flags)};
   }
   n_files.fetch_add(1, std::memory_order_relaxed);
   return bfd;
 }
 
 int hook_close(int fd) {
-  int mfd = -1;
+  std::optional<split_file> f;
   {
     std::lock_guard<std::mutex> guard{files_mtx};
     auto i = files.find(fd);
     if (i != files.end()) {
-      mfd = i->second.mount_fd;
+      f = i->second;
       files.erase(i);
     }
   }
+  // Any close drops this process's POSIX locks on the file (SQLite relies on it, and avoids it
+  // while another of its connections holds locks there). Taken in the table directly, they go
+  // there directly; the mount's FLUSH drops whatever went through the kernel.
+  if (f && cfg.flush) cfg.flush(f->dev, f->ino, own_owner);
   int rc = real.close(fd);
-  if (mfd >= 0) {
+  if (f && f->split) {
     int saved = errno;
-    real.close(mfd); // FLUSH on the mount: this process's locks on the file go, as POSIX says
+    real.close(f->mount_fd);
     errno = saved;
   }
   return rc;
@@ -141,8 +172,18 @@ int hook_fcntl(int fd, int cmd, ...) {
                    || cmd == F_OFD_SETLKW || cmd == F_OFD_GETLK;
   if (lock_call) {
     split_file f;
-    if (find(fd, f))
-      return real.fcntl(f.mount_fd, cmd, arg); // every process's locks meet in one table
+    if (find(fd, f)) {
+      // Every process's locks meet in one table: this process's reach it without the kernel.
+      if ((cmd == F_SETLK || cmd == F_SETLKW || cmd == F_GETLK) && cfg.lock) {
+        auto* fl = static_cast<struct flock*>(arg);
+        if (auto err = cfg.lock(f.dev, f.ino, cmd, *fl, own_owner, f.writable, fd)) {
+          if (*err == 0) return 0;
+          errno = *err;
+          return -1;
+        }
+      }
+      return real.fcntl(f.mount_fd, cmd, arg);
+    }
   }
   return real.fcntl(fd, cmd, arg);
 }
@@ -151,7 +192,7 @@ int hook_fcntl(int fd, int cmd, ...) {
 /// mount's copy of that range is dropped before the write returns to SQLite.
 ssize_t wrote(int fd, ssize_t rc, off_t off, ssize_t len) {
   split_file f;
-  if (rc > 0 && find(fd, f)) {
+  if (rc > 0 && find(fd, f) && f.split) {
     n_writes.fetch_add(1, std::memory_order_relaxed);
     if (off < 0)
       invalidate(f, 0, 0); // position unknown: the whole file
@@ -179,7 +220,7 @@ ssize_t hook_write(int fd, const void* buf, size_t n) {
 int hook_ftruncate(int fd, off_t size) {
   int rc = real.ftruncate(fd, size);
   split_file f;
-  if (rc == 0 && find(fd, f)) {
+  if (rc == 0 && find(fd, f) && f.split) {
     int saved = errno;
     invalidate(f, size, 0);
     errno = saved;
@@ -190,7 +231,7 @@ int hook_ftruncate(int fd, off_t size) {
 int hook_fallocate(int fd, off_t off, off_t len) {
   int rc = real.fallocate(fd, off, len);
   split_file f;
-  if (rc == 0 && find(fd, f)) invalidate(f, -1, 0); // the size may have changed: attributes only
+  if (rc == 0 && find(fd, f) && f.split) invalidate(f, -1, 0); // the size may have changed: attributes only
   return rc;
 }
 
@@ -211,6 +252,8 @@ bool install(config c) {
     return false;
   }
   cfg = std::move(c);
+  std::random_device rd;
+  own_owner = (uint64_t{rd()} << 32) | rd();
   // The ones SQLite must have; pwrite64, write and fallocate depend on how it was built.
   bool ok = replace(vfs, "open", &hook_open, real.open)
             && replace(vfs, "close", &hook_close, real.close)

@@ -23,8 +23,10 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 
+#include <fcntl.h>
 #include <sys/types.h>
 
 namespace litedrive::drive_io {
@@ -35,6 +37,15 @@ struct config {
   /// Drops the mount's cached pages of the backing file (dev, ino) in [off, off+len) (len 0: to
   /// the end) and its cached attributes. Called from SQLite's thread, never from a FUSE one.
   std::function<void(dev_t, ino_t, int64_t off, int64_t len)> invalidate;
+  /// Decides a POSIX lock call (F_SETLK, F_SETLKW, F_GETLK) of this process on the backing file
+  /// (dev, ino) in the drive's lock table (drive::own_lock); nullopt: let the mount decide.
+  /// Unset: every lock call goes through the mount.
+  std::function<std::optional<int>(dev_t, ino_t, int cmd, struct flock&, uint64_t owner,
+                                   bool writable, int fd)>
+    lock;
+  /// Drops `owner`'s POSIX locks on the backing file (dev, ino) taken through `lock`, as a
+  /// close must (drive::own_flush).
+  std::function<void(dev_t, ino_t, uint64_t owner)> flush;
 };
 
 /// Installs the system-call hooks in SQLite's unix VFS. Call once at start-up, before any

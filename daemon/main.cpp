@@ -143,6 +143,16 @@ int main(int argc, char** argv) {
       if (auto* d = live_drive.load(std::memory_order_acquire))
         d->invalidate(dev, ino, off, len);
     };
+    io.lock = [&live_drive](dev_t dev, ino_t ino, int cmd, struct flock& fl, uint64_t owner,
+                            bool writable, int fd) -> std::optional<int> {
+      if (auto* d = live_drive.load(std::memory_order_acquire))
+        return d->own_lock(dev, ino, cmd, fl, owner, writable, fd);
+      return std::nullopt;
+    };
+    io.flush = [&live_drive](dev_t dev, ino_t ino, uint64_t owner) {
+      if (auto* d = live_drive.load(std::memory_order_acquire))
+        d->own_flush(dev, ino, owner);
+    };
     drive_io::install(std::move(io));
   }
   int exit_code = 0;

@@ -40,6 +40,7 @@
 #include <atomic>
 #include <cerrno>
 #include <climits>
+#include <condition_variable>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
@@ -79,6 +80,21 @@ struct route_slot {
   lock_fast_path_ptr fast_path() {
     std::lock_guard<std::mutex> guard{mtx};
     return fast;
+  }
+
+  /// What a lock sink learns on the way (lock_reply_sink::learn_route): true if kept.
+  bool learn(const caf::actor& database) {
+    std::lock_guard<std::mutex> guard{mtx};
+    if (handle)
+      return false; // another request of the same file got here first
+    handle = caf::actor_cast<database_actor>(database);
+    return true;
+  }
+
+  void learn(const lock_fast_path_ptr& offered) {
+    std::lock_guard<std::mutex> guard{mtx};
+    if (!fast)
+      fast = offered;
   }
 };
 
@@ -152,11 +168,14 @@ enum op_id : int {
   op_fsync, op_unlink, op_getlk, op_setlk, op_other,
   op_requests, ///< the kernel's requests end here; what follows counts how they were served
   op_fast_lock = op_requests, ///< setlk/getlk/flush decided on the FUSE thread (no actor hand-off)
+  op_own_lock, ///< lock calls of litedrive's own connections, decided without a FUSE round trip
+  op_own_lock_wait, ///< ... of which had to wait (went to the actor)
   op_count
 };
 constexpr const char* op_names[op_count] = {
   "lookup", "getattr", "setattr", "open", "create", "read", "write", "flush", "release",
-  "fsync", "unlink", "getlk", "setlk", "other", "locks_decided_in_drive"};
+  "fsync", "unlink", "getlk", "setlk", "other", "locks_decided_in_drive", "own_locks",
+  "own_lock_waits"};
 
 struct drive::impl {
   std::array<std::atomic<uint64_t>, op_count> ops{};
@@ -277,6 +296,19 @@ public:
 
 // == 3. lock routing ==============================================================================
 
+/// F_GETLK's answer as fcntl gives it: the conflicting lock, or F_UNLCK.
+void to_flock(const getlk_answer& answer, struct flock& fl) {
+  if (!answer) {
+    fl.l_type = F_UNLCK;
+    return;
+  }
+  fl.l_type = answer->kind == lock_kind::write ? F_WRLCK : F_RDLCK;
+  fl.l_whence = SEEK_SET;
+  fl.l_start = static_cast<off_t>(answer->start);
+  fl.l_len = answer->end == to_eof ? 0 : static_cast<off_t>(answer->end - answer->start + 1);
+  fl.l_pid = static_cast<pid_t>(answer->pid);
+}
+
 /// Answers the kernel for one lock request, exactly once, from whichever thread the actor
 /// answers on. Unanswered at destruction (the actor died): answers `fallback` so no process is
 /// left in fcntl() forever.
@@ -291,21 +323,12 @@ public:
   }
 
   bool learn_route(const caf::actor& database) override {
-    if (!slot_)
-      return false;
-    std::lock_guard<std::mutex> guard{slot_->mtx};
-    if (slot_->handle)
-      return false; // another request of the same file got here first
-    slot_->handle = caf::actor_cast<database_actor>(database);
-    return true;
+    return slot_ && slot_->learn(database);
   }
 
   void learn_fast_path(const lock_fast_path_ptr& fast) override {
-    if (!slot_)
-      return;
-    std::lock_guard<std::mutex> guard{slot_->mtx};
-    if (!slot_->fast)
-      slot_->fast = fast;
+    if (slot_)
+      slot_->learn(fast);
   }
 
   ~fuse_lock_sink() override {
@@ -330,18 +353,9 @@ public:
       answer_getlk(req_, answer);
   }
 
-  /// F_GETLK's answer as the kernel wants it: the conflicting lock, or F_UNLCK.
   static void answer_getlk(fuse_req_t req, const getlk_answer& answer) {
     struct flock fl {};
-    if (!answer) {
-      fl.l_type = F_UNLCK;
-    } else {
-      fl.l_type = answer->kind == lock_kind::write ? F_WRLCK : F_RDLCK;
-      fl.l_whence = SEEK_SET;
-      fl.l_start = static_cast<off_t>(answer->start);
-      fl.l_len = answer->end == to_eof ? 0 : static_cast<off_t>(answer->end - answer->start + 1);
-      fl.l_pid = static_cast<pid_t>(answer->pid);
-    }
+    to_flock(answer, fl);
     fuse_reply_lock(req, &fl);
   }
 
@@ -358,6 +372,66 @@ private:
   std::shared_ptr<route_slot> slot_;
   std::shared_ptr<interrupt_table> interrupts_;
   std::atomic<bool> done_{false};
+};
+
+/// The answer to one lock call of litedrive's own connections, which its thread waits for: set
+/// once, by whichever thread decides (the actor's, or one whose unlock granted it).
+struct own_answer {
+  std::mutex mtx;
+  std::condition_variable cv;
+  bool done = false;
+  int err = 0;
+  getlk_answer lock;
+
+  void set(int e, getlk_answer l = std::nullopt) {
+    std::lock_guard<std::mutex> guard{mtx};
+    if (done)
+      return;
+    done = true;
+    err = e;
+    lock = std::move(l);
+    cv.notify_all();
+  }
+
+  void wait() {
+    std::unique_lock<std::mutex> guard{mtx};
+    cv.wait(guard, [this] { return done; });
+  }
+};
+
+/// The sink of such a call. The waiting thread keeps only the answer, so that an actor dropping
+/// the sink unanswered (it died) makes it answer `fallback`, as a FUSE request's sink does.
+class own_lock_sink final : public lock_reply_sink {
+public:
+  own_lock_sink(std::shared_ptr<own_answer> answer, int fallback,
+                std::shared_ptr<route_slot> slot)
+    : answer_(std::move(answer)), fallback_(fallback), slot_(std::move(slot)) {}
+
+  ~own_lock_sink() override {
+    answer_->set(fallback_);
+  }
+
+  void reply(int err) override {
+    answer_->set(err);
+  }
+
+  void reply_getlk(const getlk_answer& answer) override {
+    answer_->set(0, answer);
+  }
+
+  bool learn_route(const caf::actor& database) override {
+    return slot_ && slot_->learn(database);
+  }
+
+  void learn_fast_path(const lock_fast_path_ptr& fast) override {
+    if (slot_)
+      slot_->learn(fast);
+  }
+
+private:
+  std::shared_ptr<own_answer> answer_;
+  int fallback_;
+  std::shared_ptr<route_slot> slot_;
 };
 
 constexpr std::string_view shm_suffix = "-shm";
@@ -419,30 +493,40 @@ void on_interrupt(fuse_req_t req, void* data) {
     caf::anon_send(sink->registry, interrupt_atom_v, sink->loc, sink->id);
 }
 
-bool build_request(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi, const struct flock* fl,
-                   lock_request& out, db_location& loc) {
-  auto& st = state(req);
-  auto& node = get_inode(req, ino);
+/// The lock request for `fl` (SEEK_SET, l_len >= 0) on `node` by (owner, pid), through a handle
+/// that reads the file with `fd` and is open for writing or not.
+bool make_request(drive::impl& st, inode& node, const struct flock& fl, uint64_t owner,
+                  uint32_t pid, bool writable, int fd, lock_request& out, db_location& loc) {
   file_role role;
   if (!route_of(st, node, loc, role))
     return false;
-  auto& h = get_handle(fi);
   out.id = st.next_lock_id++;
   out.file = role;
-  out.owner = fi->lock_owner;
-  out.pid = static_cast<uint32_t>(fuse_req_ctx(req)->pid);
-  out.kind = fl->l_type == F_UNLCK ? lock_kind::unlock
-             : fl->l_type == F_WRLCK ? lock_kind::write
-                                     : lock_kind::read;
-  out.start = static_cast<uint64_t>(fl->l_start);
-  out.end = fl->l_len == 0 ? to_eof : static_cast<uint64_t>(fl->l_start + fl->l_len - 1);
-  out.writable = (h.flags & O_ACCMODE) != O_RDONLY;
-  out.fh = fi->fh;
-  out.wal = role == file_role::shm || header_says_wal(h.fd);
+  out.owner = owner;
+  out.pid = pid;
+  out.kind = fl.l_type == F_UNLCK ? lock_kind::unlock
+             : fl.l_type == F_WRLCK ? lock_kind::write
+                                    : lock_kind::read;
+  out.start = static_cast<uint64_t>(fl.l_start);
+  out.end = fl.l_len == 0 ? to_eof : static_cast<uint64_t>(fl.l_start + fl.l_len - 1);
+  out.writable = writable;
+  out.wal = role == file_role::shm || header_says_wal(fd);
   if (role == file_role::main && !out.wal && out.kind == lock_kind::write
       && out.end >= sqlite_bytes::pending && out.start <= sqlite_bytes::shared_last)
     out.hot_journal = hot_journal_exists(loc);
   node.locked = true;
+  return true;
+}
+
+/// The kernel's lock request: it resolved l_whence and the length to a SEEK_SET range already.
+bool build_request(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi, const struct flock* fl,
+                   lock_request& out, db_location& loc) {
+  auto& h = get_handle(fi);
+  if (!make_request(state(req), get_inode(req, ino), *fl, fi->lock_owner,
+                    static_cast<uint32_t>(fuse_req_ctx(req)->pid),
+                    (h.flags & O_ACCMODE) != O_RDONLY, h.fd, out, loc))
+    return false;
+  out.fh = fi->fh;
   return true;
 }
 
@@ -1267,15 +1351,86 @@ std::string drive::counters_json() const {
   return out;
 }
 
-void drive::invalidate(dev_t dev, ino_t ino, int64_t off, int64_t len) {
-  fuse_ino_t nodeid = 0;
-  {
-    std::lock_guard<std::mutex> guard{impl_->table_mtx};
-    auto i = impl_->inodes.find(std::make_pair(dev, ino));
-    if (i == impl_->inodes.end())
-      return; // the kernel caches nothing of a file it does not know
-    nodeid = reinterpret_cast<fuse_ino_t>(i->second.get());
+namespace {
+
+/// The inode of the backing file (dev, ino) if the kernel knows it. The caller keeps it known
+/// (an open descriptor on the mount) for as long as it uses the pointer.
+inode* known_inode(drive::impl& st, dev_t dev, ino_t ino) {
+  std::lock_guard<std::mutex> guard{st.table_mtx};
+  auto i = st.inodes.find(std::make_pair(dev, ino));
+  return i == st.inodes.end() ? nullptr : i->second.get();
+}
+
+/// Sends a request that must wait to the file's database actor (or, before the route is known,
+/// to the registry, which tells the sink the route) and blocks until it is answered.
+template <class Atom, class... Ts>
+void own_wait(drive::impl& st, inode& node, const db_location& loc, own_answer& answer,
+              lock_reply_sink_ptr sink, Atom atm, Ts... xs) {
+  if (auto db = node.slot->get())
+    caf::anon_send(db, atm, xs..., std::move(sink));
+  else
+    caf::anon_send(st.registry, atm, loc, xs..., std::move(sink));
+  answer.wait();
+}
+
+} // namespace
+
+std::optional<int> drive::own_lock(dev_t dev, ino_t ino, int cmd, struct flock& fl,
+                                   uint64_t owner, bool writable, int fd) {
+  auto& st = *impl_;
+  if (!st.mounted || fl.l_whence != SEEK_SET || fl.l_start < 0 || fl.l_len < 0)
+    return std::nullopt;
+  auto* node = known_inode(st, dev, ino);
+  lock_request r;
+  db_location loc;
+  if (node == nullptr
+      || !make_request(st, *node, fl, owner, static_cast<uint32_t>(getpid()), writable, fd, r, loc))
+    return std::nullopt;
+  st.ops[op_own_lock].fetch_add(1, std::memory_order_relaxed);
+  auto fast = node->slot->fast_path();
+  if (cmd == F_GETLK) {
+    if (fast)
+      if (auto decided = fast->try_getlk(r)) {
+        to_flock(*decided, fl);
+        return 0;
+      }
+  } else {
+    r.sleep = cmd == F_SETLKW;
+    if (fast)
+      if (auto decided = fast->try_setlk(r))
+        return *decided;
   }
+  st.ops[op_own_lock_wait].fetch_add(1, std::memory_order_relaxed);
+  auto answer = std::make_shared<own_answer>();
+  auto sink = std::make_shared<own_lock_sink>(answer, cmd == F_GETLK ? ENOLCK : EAGAIN, node->slot);
+  if (cmd == F_GETLK) {
+    own_wait(st, *node, loc, *answer, std::move(sink), getlk_atom_v, r);
+    to_flock(answer->lock, fl);
+  } else {
+    own_wait(st, *node, loc, *answer, std::move(sink), lock_atom_v, r);
+  }
+  return answer->err;
+}
+
+void drive::own_flush(dev_t dev, ino_t ino, uint64_t owner) {
+  auto& st = *impl_;
+  auto* node = st.mounted ? known_inode(st, dev, ino) : nullptr;
+  db_location loc;
+  file_role role;
+  if (node == nullptr || !node->locked || !route_of(st, *node, loc, role))
+    return;
+  if (auto fast = node->slot->fast_path(); fast && fast->try_flush(owner, role))
+    return;
+  auto answer = std::make_shared<own_answer>();
+  own_wait(st, *node, loc, *answer, std::make_shared<own_lock_sink>(answer, 0, nullptr),
+           caf::flush_atom_v, owner, role);
+}
+
+void drive::invalidate(dev_t dev, ino_t ino, int64_t off, int64_t len) {
+  auto* node = known_inode(*impl_, dev, ino);
+  if (node == nullptr)
+    return; // the kernel caches nothing of a file it does not know
+  auto nodeid = reinterpret_cast<fuse_ino_t>(node);
   // A node id forgotten meanwhile is harmless: the kernel finds no inode for it.
   std::shared_lock<std::shared_mutex> guard{impl_->gate->mtx};
   if (!impl_->gate->open || !impl_->mounted)

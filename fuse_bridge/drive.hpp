@@ -3,7 +3,10 @@
 // lock to the database actors. No FUSE header leaks out of fuse_bridge/: this is all the daemon
 // sees.
 
+#include <fcntl.h>
+
 #include <memory>
+#include <optional>
 #include <string>
 
 #include <sys/types.h>
@@ -31,6 +34,21 @@ public:
   /// (len 0: to the end; off < 0: none) and attributes — if the kernel knows the file. For
   /// writes made to the store behind the mount's back (drive_io). Any thread but a FUSE one.
   void invalidate(dev_t dev, ino_t ino, int64_t off, int64_t len);
+
+  /// One POSIX lock call (F_SETLK, F_SETLKW, F_GETLK) of litedrive's own SQLite connections
+  /// (drive_io) on the backing file (dev, ino), decided by the same lock table as every other
+  /// process's lock requests but without a round trip through the kernel. `owner` stands for
+  /// this process (what the kernel's lock_owner is for the others), `writable` says whether the
+  /// descriptor was opened for writing, `fd` reads the file (its WAL header). Blocks while the
+  /// request waits its turn, so only from a thread that may block (never a FUSE or CAF scheduler
+  /// thread). Returns 0 or an errno (F_GETLK fills `fl` in), or nullopt when the drive cannot
+  /// decide it (unknown file, a range not given from SEEK_SET): then the mount must.
+  std::optional<int> own_lock(dev_t dev, ino_t ino, int cmd, struct flock& fl, uint64_t owner,
+                              bool writable, int fd);
+
+  /// What the kernel's FLUSH does when a process closes a descriptor: `owner`'s POSIX locks on
+  /// the file (dev, ino) go. Blocks until they are gone (the same threads as own_lock).
+  void own_flush(dev_t dev, ino_t ino, uint64_t owner);
 
   /// Requests served so far, by operation, as a JSON object (for /health and the benchmarks).
   std::string counters_json() const;

@@ -352,6 +352,69 @@ class OwnWritesCoherence(DriveTestCase):
         self.check("delete", True)
 
 
+class OwnLocks(DriveTestCase):
+    """litedrive's own connections take their locks in the lock table directly (no round trip
+    through the kernel), and still meet every other process there: an HTTP write waits its turn
+    behind a process holding the write lock, and a process waits behind an HTTP write."""
+
+    def own_counters(self):
+        return self.d.request("GET", "/api/v1/sqlite/health")[1]["drive_requests"]
+
+    def check(self, journal):
+        name = f"own_locks_{journal}"
+        path = os.path.join(self.mnt, name + ".db")
+        create_table(path, journal)
+        holder = sqlite3.connect(path, timeout=0, isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")
+        holder.execute("INSERT INTO t (w, i) VALUES (1, 1)")
+        before = self.own_counters()
+        answer = {}
+        writer = threading.Thread(target=lambda: answer.update(r=self.d.tx(
+            name, [{"statement": "INSERT INTO t (w, i) VALUES (2, 2)"}])))
+        writer.start()
+        writer.join(0.5)
+        self.assertTrue(writer.is_alive(), f"the HTTP write did not wait for the holder: {answer}")
+        holder.execute("COMMIT")
+        writer.join(60)
+        self.assertEqual(answer["r"][0], 200, answer["r"][1])
+        after = self.own_counters()
+        self.assertGreater(after["own_locks"], before["own_locks"], after)
+        self.assertGreater(after["own_lock_waits"], before["own_lock_waits"], after)
+        # And the other way round: while litedrive commits, a process asking for the write lock
+        # with timeout=0 waits instead of failing (many rounds, so some of them collide).
+        conn = self.d.connection()
+        errors = []
+
+        def process_writer():
+            con = sqlite3.connect(path, timeout=0, isolation_level=None)
+            for i in range(100):
+                try:
+                    con.execute("INSERT INTO t (w, i) VALUES (3, ?)", (i,))
+                except sqlite3.Error as e:
+                    errors.append(str(e))
+            con.close()
+
+        other = threading.Thread(target=process_writer)
+        other.start()
+        for i in range(100):
+            status, body, _, _ = self.d.tx(name, [{"statement": "INSERT INTO t (w, i) VALUES (4, ?)",
+                                                   "values": [i]}], conn=conn)
+            self.assertEqual(status, 200, body)
+        other.join(120)
+        conn.close()
+        self.assertEqual(errors, [])
+        self.assertEqual(holder.execute("SELECT w FROM t WHERE w IN (1, 2) ORDER BY id").fetchall(),
+                         [(1,), (2,)])
+        holder.close()
+        check_table(self, path, 2 + 200)
+
+    def test_rollback_http_and_a_process_take_turns(self):
+        self.check("delete")
+
+    def test_wal_http_and_a_process_take_turns(self):
+        self.check("wal")
+
+
 class AbsolutePathThroughMount(unittest.TestCase):
     def test_mount_path_and_bare_name_reach_the_same_actor(self):
         d = mounted_daemon("--allow-any-absolute-db-path")
