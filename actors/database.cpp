@@ -99,6 +99,9 @@ void commit_next_group(self_ptr self) {
   self->request(worker(self), caf::infinite, exec_atom_v, std::move(group))
     .then(
       [self, promises, started](std::vector<op_outcome>& outcomes) mutable {
+        // The next group goes to the worker first: it commits while these answers travel.
+        self->state.committing = false;
+        commit_next_group(self);
         for (size_t i = 0; i < promises.size(); ++i) {
           bool ok = i < outcomes.size() && !outcomes[i].error;
           std::visit(
@@ -121,8 +124,6 @@ void commit_next_group(self_ptr self) {
             promises[i]);
           finished(self, started, ok);
         }
-        self->state.committing = false;
-        commit_next_group(self);
       },
       [self, promises, started](caf::error& err) mutable {
         for (auto& p : promises) {

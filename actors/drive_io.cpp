@@ -105,9 +105,15 @@ int open_shm(const char* path, const std::string& backing, int flags, int mode) 
   return fd;
 }
 
-void invalidate(const split_file& f, int64_t off, int64_t len) {
-  n_invalidations.fetch_add(1, std::memory_order_relaxed);
-  cfg.invalidate(f.dev, f.ino, off, len);
+void invalidate(const split_file& f, int64_t off, int64_t len, bool resized) {
+  if (cfg.invalidate(f.dev, f.ino, off, len, resized))
+    n_invalidations.fetch_add(1, std::memory_order_relaxed);
+}
+
+/// The size of the file behind `fd` (cheaper than fstat). Moves the file position, which only
+/// positioned writes may afford: SQLite's pread/pwrite never use it.
+off_t size_of(int fd) {
+  return lseek(fd, 0, SEEK_END);
 }
 
 // -- the hooks ------------------------------------------------------------------------------------
@@ -188,33 +194,36 @@ int hook_fcntl(int fd, int cmd, ...) {
   return real.fcntl(fd, cmd, arg);
 }
 
-/// `rc` bytes were written at `off` (off < 0: somewhere) through `fd`: if it is a split file, the
-/// mount's copy of that range is dropped before the write returns to SQLite.
-ssize_t wrote(int fd, ssize_t rc, off_t off, ssize_t len) {
+/// A write through `fd` of `n` bytes at `off` (off < 0: at the file position) by `write`: if
+/// `fd` is a split file, what the mount caches of that range (and its size, if the write grew
+/// the file) is dropped before the write returns to SQLite.
+template <class Write> ssize_t write_through(int fd, off_t off, Write&& write) {
   split_file f;
-  if (rc > 0 && find(fd, f) && f.split) {
+  if (!find(fd, f) || !f.split) return write();
+  off_t before = off < 0 ? -1 : size_of(fd);
+  auto rc = write();
+  if (rc > 0) {
+    int saved = errno;
     n_writes.fetch_add(1, std::memory_order_relaxed);
     if (off < 0)
-      invalidate(f, 0, 0); // position unknown: the whole file
+      invalidate(f, 0, 0, true); // position unknown: the whole file
     else
-      invalidate(f, off, len);
+      invalidate(f, off, rc, before < 0 || off + rc > before);
+    errno = saved;
   }
   return rc;
 }
 
 ssize_t hook_pwrite(int fd, const void* buf, size_t n, off_t off) {
-  auto rc = real.pwrite(fd, buf, n, off);
-  return wrote(fd, rc, off, rc);
+  return write_through(fd, off, [&] { return real.pwrite(fd, buf, n, off); });
 }
 
 ssize_t hook_pwrite64(int fd, const void* buf, size_t n, off_t off) {
-  auto rc = real.pwrite64(fd, buf, n, off);
-  return wrote(fd, rc, off, rc);
+  return write_through(fd, off, [&] { return real.pwrite64(fd, buf, n, off); });
 }
 
 ssize_t hook_write(int fd, const void* buf, size_t n) {
-  auto rc = real.write(fd, buf, n);
-  return wrote(fd, rc, -1, rc);
+  return write_through(fd, -1, [&] { return real.write(fd, buf, n); });
 }
 
 int hook_ftruncate(int fd, off_t size) {
@@ -222,7 +231,7 @@ int hook_ftruncate(int fd, off_t size) {
   split_file f;
   if (rc == 0 && find(fd, f) && f.split) {
     int saved = errno;
-    invalidate(f, size, 0);
+    invalidate(f, size, 0, true);
     errno = saved;
   }
   return rc;
@@ -231,7 +240,7 @@ int hook_ftruncate(int fd, off_t size) {
 int hook_fallocate(int fd, off_t off, off_t len) {
   int rc = real.fallocate(fd, off, len);
   split_file f;
-  if (rc == 0 && find(fd, f) && f.split) invalidate(f, -1, 0); // the size may have changed: attributes only
+  if (rc == 0 && find(fd, f) && f.split) invalidate(f, -1, 0, true); // attributes only
   return rc;
 }
 

@@ -35,8 +35,10 @@ struct config {
   std::string mount; ///< absolute, without a trailing slash
   std::string store; ///< the backing directory the mount passes through to
   /// Drops the mount's cached pages of the backing file (dev, ino) in [off, off+len) (len 0: to
-  /// the end) and its cached attributes. Called from SQLite's thread, never from a FUSE one.
-  std::function<void(dev_t, ino_t, int64_t off, int64_t len)> invalidate;
+  /// the end) and its cached attributes, after a write that `resized` the file or not; returns
+  /// whether the mount had anything to drop (drive::invalidate). Called from SQLite's thread,
+  /// never from a FUSE one.
+  std::function<bool(dev_t, ino_t, int64_t off, int64_t len, bool resized)> invalidate;
   /// Decides a POSIX lock call (F_SETLK, F_SETLKW, F_GETLK) of this process on the backing file
   /// (dev, ino) in the drive's lock table (drive::own_lock); nullopt: let the mount decide.
   /// Unset: every lock call goes through the mount.

@@ -139,9 +139,9 @@ int main(int argc, char** argv) {
     drive_io::config io;
     io.mount = cfg.mount;
     io.store = cfg.store;
-    io.invalidate = [&live_drive](dev_t dev, ino_t ino, int64_t off, int64_t len) {
-      if (auto* d = live_drive.load(std::memory_order_acquire))
-        d->invalidate(dev, ino, off, len);
+    io.invalidate = [&live_drive](dev_t dev, ino_t ino, int64_t off, int64_t len, bool resized) {
+      auto* d = live_drive.load(std::memory_order_acquire);
+      return d != nullptr && d->invalidate(dev, ino, off, len, resized);
     };
     io.lock = [&live_drive](dev_t dev, ino_t ino, int cmd, struct flock& fl, uint64_t owner,
                             bool writable, int fd) -> std::optional<int> {

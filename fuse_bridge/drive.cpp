@@ -109,6 +109,10 @@ struct inode {
   std::optional<db_location> route;
   file_role role = file_role::main;
   std::atomic<bool> locked{false};  ///< lock traffic happened: FLUSH/RELEASE must follow it
+  /// The kernel may hold pages of the file: it read or wrote through the mount. Set before the
+  /// backing file is touched, so that a write behind the mount's back that finds it unset
+  /// happened before any read the kernel could cache (drive::invalidate).
+  std::atomic<bool> pages_cached{false};
   std::shared_ptr<route_slot> slot = std::make_shared<route_slot>();
 };
 
@@ -762,6 +766,7 @@ void do_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
 
 void do_read(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info* fi) {
   state(req).ops[op_read].fetch_add(1, std::memory_order_relaxed);
+  get_handle(fi).node->pages_cached.store(true);
   fuse_bufvec buf = FUSE_BUFVEC_INIT(size);
   buf.buf[0].flags = static_cast<fuse_buf_flags>(FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK);
   buf.buf[0].fd = get_handle(fi).fd;
@@ -771,6 +776,7 @@ void do_read(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info*
 
 void do_write_buf(fuse_req_t req, fuse_ino_t, fuse_bufvec* in_buf, off_t off, fuse_file_info* fi) {
   state(req).ops[op_write].fetch_add(1, std::memory_order_relaxed);
+  get_handle(fi).node->pages_cached.store(true);
   fuse_bufvec out = FUSE_BUFVEC_INIT(fuse_buf_size(in_buf));
   out.buf[0].flags = static_cast<fuse_buf_flags>(FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK);
   out.buf[0].fd = get_handle(fi).fd;
@@ -1426,18 +1432,25 @@ void drive::own_flush(dev_t dev, ino_t ino, uint64_t owner) {
            caf::flush_atom_v, owner, role);
 }
 
-void drive::invalidate(dev_t dev, ino_t ino, int64_t off, int64_t len) {
+bool drive::invalidate(dev_t dev, ino_t ino, int64_t off, int64_t len, bool resized) {
   auto* node = known_inode(*impl_, dev, ino);
   if (node == nullptr)
-    return; // the kernel caches nothing of a file it does not know
+    return false; // the kernel caches nothing of a file it does not know
+  std::atomic_thread_fence(std::memory_order_seq_cst); // the write before, the flag after
+  if (!node->pages_cached.load()) {
+    if (!resized)
+      return false; // no page to drop, and the size the kernel knows is still true
+    off = -1;       // attributes only
+  }
   auto nodeid = reinterpret_cast<fuse_ino_t>(node);
   // A node id forgotten meanwhile is harmless: the kernel finds no inode for it.
   std::shared_lock<std::shared_mutex> guard{impl_->gate->mtx};
   if (!impl_->gate->open || !impl_->mounted)
-    return;
+    return false;
   int rc = fuse_lowlevel_notify_inval_inode(impl_->session, nodeid, off, len);
   if (rc != 0 && rc != -ENOENT)
     spdlog::warn("drive: cache invalidation failed: {}", std::strerror(-rc));
+  return true;
 }
 
 void drive::unmount() {

@@ -31,9 +31,13 @@ public:
   void unmount();
 
   /// Drops what the kernel caches of the backing file (dev, ino) — pages in [off, off+len)
-  /// (len 0: to the end; off < 0: none) and attributes — if the kernel knows the file. For
-  /// writes made to the store behind the mount's back (drive_io). Any thread but a FUSE one.
-  void invalidate(dev_t dev, ino_t ino, int64_t off, int64_t len);
+  /// (len 0: to the end; off < 0: none) and attributes — after a write made to the store behind
+  /// the mount's back (drive_io), which `resized` the file or not. Only what the kernel may
+  /// hold: nothing for a file it does not know, only the attributes of a resized file it never
+  /// read or wrote through the mount, nothing if such a file kept its size (then only its
+  /// mtime may look old for the attribute timeout). Returns whether it told the kernel.
+  /// Any thread but a FUSE one.
+  bool invalidate(dev_t dev, ino_t ino, int64_t off, int64_t len, bool resized);
 
   /// One POSIX lock call (F_SETLK, F_SETLKW, F_GETLK) of litedrive's own SQLite connections
   /// (drive_io) on the backing file (dev, ino), decided by the same lock table as every other

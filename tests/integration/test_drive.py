@@ -339,6 +339,34 @@ class OwnWritesCoherence(DriveTestCase):
         self.assertGreater(counters["own_direct_writes"], 300, counters)
         self.assertGreater(counters["own_cache_invalidations"], 300, counters)
 
+    def test_size_seen_through_the_mount_follows_http_growth(self):
+        """A file nobody read through the mount gets no page invalidations, but when litedrive's
+        writes grow it, the size the kernel caches (attr_timeout 1 s) must follow at once: a
+        stale size would cut the file short for the next reader."""
+        for journal in ("delete", "wal"):
+            name = f"grow_{journal}"
+            path = os.path.join(self.mnt, name + ".db")
+            status, body, _, _ = self.d.request(
+                "POST", f"/api/v1/sqlite/db/create?path={name}&journal_mode={journal}")
+            self.assertEqual(status, 200, body)
+            status, body, _, _ = self.d.tx(name, [{"statement": "CREATE TABLE t (v TEXT)"}])
+            self.assertEqual(status, 200, body)
+            backing = os.path.join(self.d.store, name + ".db")
+            for n in range(1, 6):
+                for suffix in ("", "-wal") if journal == "wal" else ("",):
+                    os.stat(path + suffix)  # the kernel caches the attributes now
+                status, body, _, _ = self.d.tx(name, [
+                    {"statement": "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 200) "
+                                  "INSERT INTO t SELECT hex(randomblob(500)) FROM c"}])
+                self.assertEqual(status, 200, body)
+                for suffix in ("", "-wal") if journal == "wal" else ("",):  # the file that grew
+                    self.assertEqual(os.stat(path + suffix).st_size, os.stat(backing + suffix).st_size,
+                                     f"{journal}{suffix}, round {n}")
+            con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)  # the first read through the mount
+            self.assertEqual(con.execute("SELECT count(*) FROM t").fetchone()[0], 200 * 5)
+            self.assertEqual(con.execute("PRAGMA integrity_check").fetchone()[0], "ok")
+            con.close()
+
     def test_rollback_reader_sees_every_http_commit(self):
         self.check("delete", False)
 
