@@ -1,19 +1,21 @@
 #pragma once
 // litedrive's own SQLite connections on drive databases: data straight to the backing files,
-// names and locks through the mount (DESIGN.md §4, the second way).
+// names through the mount, locks in the drive's lock table (DESIGN.md §4, the second way).
 //
 // Opening a database through the mount keeps one page cache and one lock table, but then every
 // page SQLite writes is a FUSE round trip (~25 µs here): a group commit of 15 KV writes made
 // ~60 of them. With drive_io installed, SQLite's unix VFS (through its system-call table,
 // xSetSystemCall) opens a file under the mount twice: through the mount, which creates it with
 // the right owner and keeps the kernel's dentries true, and directly in the store, which is the
-// descriptor SQLite reads and writes. Lock calls (fcntl F_SETLK/F_SETLKW/F_GETLK) go to the
-// mount's descriptor, so they meet every other process in the database actor's lock table;
-// closing closes both (FLUSH drops this process's locks, POSIX semantics as SQLite expects).
-// Every write or truncate is followed, before it returns, by an invalidation of the mount's page
-// cache and attributes for that range, so that a process reading through the mount never sees
-// a stale page: the invalidation happens before SQLite publishes the commit (the WAL index or
-// the lock release), which is what makes it safe.
+// descriptor SQLite reads and writes. Lock calls (fcntl F_SETLK/F_SETLKW/F_GETLK) on it and on
+// the `-shm` are decided in the drive's lock table directly (config::lock, drive::own_lock), so
+// they meet every other process's requests there without a round trip through the kernel; any
+// close drops this process's locks on the file (config::flush: POSIX semantics, as SQLite
+// expects). Every write or truncate is followed, before it returns, by an invalidation of what
+// the mount may cache of that range (pages if the kernel ever read or wrote the file, the
+// attributes if the size changed), so that a process reading through the mount never sees a
+// stale page or size: the invalidation happens before SQLite publishes the commit (the WAL
+// index or the lock release), which is what makes it safe.
 //
 // `-shm` files stay entirely on the mount: processes share the WAL index through the mount's
 // page cache (mmap), and litedrive must map the same pages.
