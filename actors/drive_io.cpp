@@ -51,13 +51,24 @@ struct split_file {
   int mount_fd;
   dev_t dev; ///< the backing file's identity, which the drive knows its inode by
   ino_t ino;
-  bool split;    ///< SQLite's descriptor is the store's: writes need invalidating the mount
-  bool writable; ///< opened for writing (the lock table serializes writers' transactions)
+  bool split;     ///< SQLite's descriptor is the store's: writes need invalidating the mount
+  bool writable;  ///< opened for writing (the lock table serializes writers' transactions)
+  uint64_t owner; ///< this process's lock owner for the database the file belongs to
 };
 
 /// This process's POSIX lock owner in the drive's lock table, as the kernel's lock_owner is for
-/// every other process: one per process, random so that it never meets a kernel one.
+/// every other process: random, so that it never meets a kernel one. It is told apart per
+/// database: each database is locked by its own SQLite thread here, so this process never waits
+/// for one database while holding another, and one owner for all of them would make the
+/// wait-for graph see a deadlock where there is none (a process holding A and waiting for B,
+/// which litedrive holds, while litedrive waits for A: both finish if left alone).
 uint64_t own_owner = 0;
+
+/// The owner for the file at `backing` (its database's: a `-shm` counts as its main file).
+uint64_t owner_for(std::string_view backing, bool shm) {
+  if (shm) backing.remove_suffix(4);
+  return own_owner ^ (std::hash<std::string_view>{}(backing) * 0x9E3779B97F4A7C15ull);
+}
 
 std::mutex files_mtx; ///< guards `files`; a leaf lock
 std::unordered_map<int, split_file> files;
@@ -100,7 +111,7 @@ int open_shm(const char* path, const std::string& backing, int flags, int mode) 
   if (fd >= 0 && cfg.lock && fstat(fd, &ms) == 0 && ::stat(backing.c_str(), &bs) == 0
       && ms.st_ino == bs.st_ino && S_ISREG(bs.st_mode)) {
     std::lock_guard<std::mutex> guard{files_mtx};
-    files[fd] = split_file{fd, bs.st_dev, bs.st_ino, false, writable(flags)};
+    files[fd] = split_file{fd, bs.st_dev, bs.st_ino, false, writable(flags), owner_for(backing, true)};
   }
   return fd;
 }
@@ -140,7 +151,7 @@ int hook_open(const char* path, int flags, int mode) {
   }
   {
     std::lock_guard<std::mutex> guard{files_mtx};
-    files[bfd] = split_file{mfd, bs.st_dev, bs.st_ino, true, writable(flags)};
+    files[bfd] = split_file{mfd, bs.st_dev, bs.st_ino, true, writable(flags), owner_for(backing, false)};
   }
   n_files.fetch_add(1, std::memory_order_relaxed);
   return bfd;
@@ -159,7 +170,7 @@ int hook_close(int fd) {
   // Any close drops this process's POSIX locks on the file (SQLite relies on it, and avoids it
   // while another of its connections holds locks there). Taken in the table directly, they go
   // there directly; the mount's FLUSH drops whatever went through the kernel.
-  if (f && cfg.flush) cfg.flush(f->dev, f->ino, own_owner);
+  if (f && cfg.flush) cfg.flush(f->dev, f->ino, f->owner);
   int rc = real.close(fd);
   if (f && f->split) {
     int saved = errno;
@@ -182,7 +193,7 @@ int hook_fcntl(int fd, int cmd, ...) {
       // Every process's locks meet in one table: this process's reach it without the kernel.
       if ((cmd == F_SETLK || cmd == F_SETLKW || cmd == F_GETLK) && cfg.lock) {
         auto* fl = static_cast<struct flock*>(arg);
-        if (auto err = cfg.lock(f.dev, f.ino, cmd, *fl, own_owner, f.writable, fd)) {
+        if (auto err = cfg.lock(f.dev, f.ino, cmd, *fl, f.owner, f.writable, fd)) {
           if (*err == 0) return 0;
           errno = *err;
           return -1;

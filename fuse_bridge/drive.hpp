@@ -42,7 +42,7 @@ public:
   /// One POSIX lock call (F_SETLK, F_SETLKW, F_GETLK) of litedrive's own SQLite connections
   /// (drive_io) on the backing file (dev, ino), decided by the same lock table as every other
   /// process's lock requests but without a round trip through the kernel. `owner` stands for
-  /// this process (what the kernel's lock_owner is for the others), `writable` says whether the
+  /// this process on the file's database (what the kernel's lock_owner is for the others), `writable` says whether the
   /// descriptor was opened for writing, `fd` reads the file (its WAL header). Blocks while the
   /// request waits its turn, so only from a thread that may block (never a FUSE or CAF scheduler
   /// thread). Returns 0 or an errno (F_GETLK fills `fl` in), or nullopt when the drive cannot

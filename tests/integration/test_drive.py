@@ -436,6 +436,40 @@ class OwnLocks(DriveTestCase):
         holder.close()
         check_table(self, path, 2 + 200)
 
+    def test_no_false_deadlock_when_a_process_waits_for_litedrive_on_another_database(self):
+        """A process holds db1 and waits for db2, which an HTTP transaction holds, while another
+        HTTP transaction waits for db1: no cycle (each database is its own SQLite thread in
+        litedrive), so everyone finishes and nobody is made a deadlock victim."""
+        for name in ("fd1", "fd2"):
+            create_table(os.path.join(self.mnt, name + ".db"), "delete")
+        answers = {}
+        slow = threading.Thread(target=lambda: answers.update(db2=self.d.tx("fd2", [
+            {"statement": "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 5000000) "
+                          "INSERT INTO t (w, i) SELECT 1, count(*) FROM c"}])))
+        slow.start()
+        time.sleep(0.3)  # the HTTP transaction holds db2 now
+        p1 = sqlite3.connect(os.path.join(self.mnt, "fd1.db"), timeout=0, isolation_level=None)
+        p1.execute("BEGIN IMMEDIATE")
+        p1.execute("INSERT INTO t (w, i) VALUES (2, 1)")
+        waiter = threading.Thread(target=lambda: answers.update(db1=self.d.tx("fd1", [
+            {"statement": "INSERT INTO t (w, i) VALUES (3, 1)"}])))
+        waiter.start()
+        time.sleep(0.3)  # and the second one waits for this process on db1
+        self.assertTrue(slow.is_alive() and waiter.is_alive(), answers)
+        p2 = sqlite3.connect(os.path.join(self.mnt, "fd2.db"), timeout=0, isolation_level=None)
+        p2.execute("INSERT INTO t (w, i) VALUES (4, 1)")  # waits for the slow HTTP transaction
+        p2.close()
+        p1.execute("COMMIT")
+        p1.close()
+        slow.join(60)
+        waiter.join(60)
+        self.assertEqual((answers["db2"][0], answers["db1"][0]), (200, 200), answers)
+        for name in ("fd1", "fd2"):
+            counters = self.locks(name)["counters"]
+            self.assertEqual(counters["deadlock_victims"], 0, counters)
+        check_table(self, os.path.join(self.mnt, "fd1.db"), 2)
+        check_table(self, os.path.join(self.mnt, "fd2.db"), 2)
+
     def test_rollback_http_and_a_process_take_turns(self):
         self.check("delete")
 
