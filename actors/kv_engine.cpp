@@ -121,6 +121,7 @@ void kv_engine::attach(sqlite3* db) {
   for (auto& [sql, s] : stmts_)
     sqlite3_finalize(s);
   stmts_.clear();
+  by_literal_.clear();
   tables_.clear();
   db_ = db;
 }
@@ -137,18 +138,22 @@ caf::error kv_engine::failure(const char* what) {
 }
 
 caf::expected<sqlite3_stmt*> kv_engine::stmt(const std::string& table, const char* sql) {
+  literal_key key{sql, table};
+  if (auto hit = by_literal_.find(key); hit != by_literal_.end()) return hit->second;
   auto text = replace_all(sql, "{t}", quoted(table));
   text = replace_all(text, "{n}", table);
   text = replace_all(text, "{v}", value_expr);
   auto i = stmts_.find(text);
-  if (i != stmts_.end()) return i->second;
-  sqlite3_stmt* s = nullptr;
-  if (sqlite3_prepare_v3(db_, text.c_str(), static_cast<int>(text.size()),
-                         SQLITE_PREPARE_PERSISTENT, &s, nullptr)
-      != SQLITE_OK)
-    return failure("cannot prepare a KV statement");
-  stmts_.emplace(std::move(text), s);
-  return s;
+  if (i == stmts_.end()) {
+    sqlite3_stmt* s = nullptr;
+    if (sqlite3_prepare_v3(db_, text.c_str(), static_cast<int>(text.size()),
+                           SQLITE_PREPARE_PERSISTENT, &s, nullptr)
+        != SQLITE_OK)
+      return failure("cannot prepare a KV statement");
+    i = stmts_.emplace(std::move(text), s).first;
+  }
+  by_literal_.emplace(std::move(key), i->second);
+  return i->second;
 }
 
 caf::error kv_engine::ensure_table(const std::string& table) {

@@ -103,12 +103,25 @@ private:
   caf::expected<kv_answer> value_then(const kv_request& req, double now);
   caf::expected<kv_answer> rollback(const kv_request& req, double now);
 
-  /// A cached prepared statement ({t} in `sql` is replaced by the quoted table name).
+  /// A cached prepared statement ({t} in `sql` is replaced by the quoted table name). `sql` must
+  /// be a string literal: its address, with the table, finds the statement without building
+  /// the text again (three replacements and a hash of the whole text cost ~1 us per call).
   caf::expected<sqlite3_stmt*> stmt(const std::string& table, const char* sql);
   caf::error failure(const char* what);
 
   sqlite3* db_ = nullptr;
-  std::unordered_map<std::string, sqlite3_stmt*> stmts_;
+  std::unordered_map<std::string, sqlite3_stmt*> stmts_;  ///< by text: owns the statements
+  struct literal_key {
+    const char* sql;
+    std::string table;
+    bool operator==(const literal_key& o) const { return sql == o.sql && table == o.table; }
+  };
+  struct literal_hash {
+    size_t operator()(const literal_key& k) const {
+      return std::hash<const void*>{}(k.sql) ^ (std::hash<std::string>{}(k.table) * 31);
+    }
+  };
+  std::unordered_map<literal_key, sqlite3_stmt*, literal_hash> by_literal_;
   std::set<std::string> tables_;
 };
 
