@@ -17,6 +17,7 @@
 // Index: 1. inodes and handles  2. credentials  3. lock routing  4. operations  5. mounting
 
 #include "fuse_bridge/drive.hpp"
+#include "fuse_bridge/kernel_io.hpp"
 
 // 3.12: the loop configuration API (fuse_loop_cfg_*) that fuse_session_loop_mt takes.
 #define FUSE_USE_VERSION 312
@@ -169,7 +170,7 @@ struct dir_handle {
 /// Requests served per operation (relaxed atomics: statistics, not synchronization).
 enum op_id : int {
   op_lookup, op_getattr, op_setattr, op_open, op_create, op_read, op_write, op_flush, op_release,
-  op_fsync, op_unlink, op_getlk, op_setlk, op_other,
+  op_fsync, op_unlink, op_getlk, op_setlk, op_getxattr, op_other,
   op_requests, ///< the kernel's requests end here; what follows counts how they were served
   op_fast_lock = op_requests, ///< setlk/getlk/flush decided on the FUSE thread (no actor hand-off)
   op_own_lock, ///< lock calls of litedrive's own connections, decided without a FUSE round trip
@@ -178,7 +179,7 @@ enum op_id : int {
 };
 constexpr const char* op_names[op_count] = {
   "lookup", "getattr", "setattr", "open", "create", "read", "write", "flush", "release",
-  "fsync", "unlink", "getlk", "setlk", "other", "locks_decided_in_drive", "own_locks",
+  "fsync", "unlink", "getlk", "setlk", "getxattr", "other", "locks_decided_in_drive", "own_locks",
   "own_lock_waits"};
 
 struct drive::impl {
@@ -544,6 +545,7 @@ void do_init(void* userdata, fuse_conn_info* conn) {
   conn->want &= ~FUSE_CAP_AUTO_INVAL_DATA; // nobody else writes the store: keep the page cache
   if (conn->capable & FUSE_CAP_ATOMIC_O_TRUNC)
     conn->want |= FUSE_CAP_ATOMIC_O_TRUNC;
+  conn->want &= ~FUSE_CAP_SPLICE_READ; // kernel_io looks at every request in memory
   if (st.cfg.drive_writeback_cache && (conn->capable & FUSE_CAP_WRITEBACK_CACHE))
     conn->want |= FUSE_CAP_WRITEBACK_CACHE;
   else
@@ -601,15 +603,23 @@ void do_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int valid, fu
   if (valid & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) {
     uid_t uid = (valid & FUSE_SET_ATTR_UID) ? attr->st_uid : static_cast<uid_t>(-1);
     gid_t gid = (valid & FUSE_SET_ATTR_GID) ? attr->st_gid : static_cast<gid_t>(-1);
+    struct stat before {};
+    bool known = fstatat(ifd, "", &before, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) == 0;
     res = fchownat(ifd, "", uid, gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW);
     if (res == -1)
       return (void) fuse_reply_err(req, errno);
+    // Done as root, the chown keeps an S_ISGID without group-execute that the caller's own
+    // chown would have dropped (the kernel leaves it to us with FUSE_HANDLE_KILLPRIV_V2).
+    if (known && kernel_io::killpriv_v2())
+      kernel_io::drop_sgid_after_chown(req, ino, procname.c_str(), before);
   }
   if (valid & FUSE_SET_ATTR_SIZE) {
     res = fi ? ftruncate(get_handle(fi).fd, attr->st_size)
              : truncate(procname.c_str(), attr->st_size);
     if (res == -1)
       return (void) fuse_reply_err(req, errno);
+    if (kernel_io::kill_suidgid())
+      kernel_io::drop_suidgid(req, ino, procname.c_str());
   }
   if (valid & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME)) {
     struct timespec tv[2];
@@ -760,6 +770,8 @@ void do_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   int fd = open(proc_path(inode_fd(req, ino)).c_str(), flags);
   if (fd == -1)
     return (void) fuse_reply_err(req, errno);
+  if ((flags & O_TRUNC) && kernel_io::kill_suidgid())
+    kernel_io::drop_suidgid(req, ino, proc_path(fd).c_str());
   fill_open_reply(st, fi, fd, &get_inode(req, ino));
   fuse_reply_open(req, fi);
 }
@@ -774,7 +786,7 @@ void do_read(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info*
   fuse_reply_data(req, &buf, FUSE_BUF_SPLICE_MOVE);
 }
 
-void do_write_buf(fuse_req_t req, fuse_ino_t, fuse_bufvec* in_buf, off_t off, fuse_file_info* fi) {
+void do_write_buf(fuse_req_t req, fuse_ino_t ino, fuse_bufvec* in_buf, off_t off, fuse_file_info* fi) {
   state(req).ops[op_write].fetch_add(1, std::memory_order_relaxed);
   get_handle(fi).node->pages_cached.store(true);
   fuse_bufvec out = FUSE_BUFVEC_INIT(fuse_buf_size(in_buf));
@@ -782,6 +794,8 @@ void do_write_buf(fuse_req_t req, fuse_ino_t, fuse_bufvec* in_buf, off_t off, fu
   out.buf[0].fd = get_handle(fi).fd;
   out.buf[0].pos = off;
   ssize_t res = fuse_buf_copy(&out, in_buf, static_cast<fuse_buf_copy_flags>(0));
+  if (res > 0 && kernel_io::kill_suidgid())
+    kernel_io::drop_suidgid(req, ino, proc_path(get_handle(fi).fd).c_str());
   if (res < 0)
     fuse_reply_err(req, static_cast<int>(-res));
   else
@@ -971,6 +985,7 @@ void do_setxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* v
 }
 
 void do_getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
+  state(req).ops[op_getxattr].fetch_add(1, std::memory_order_relaxed);
   auto path = proc_path(inode_fd(req, ino));
   if (size == 0) {
     auto n = getxattr(path.c_str(), name, nullptr, 0);
@@ -1322,6 +1337,7 @@ caf::expected<std::unique_ptr<drive>> drive::mount(const settings& s, db_registr
     return fail("cannot mount the drive at " + s.mount);
   }
   p->mounted = true;
+  kernel_io::install(p->session);
   auto* raw = p.get();
   p->loop = std::thread([raw] {
     auto* cfg = fuse_loop_cfg_create();

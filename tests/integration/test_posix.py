@@ -181,6 +181,59 @@ class Posix(unittest.TestCase):
         # The store holds the same ownership.
         self.assertEqual(os.stat(os.path.join(self.d.store, "u-file")).st_uid, 65534)
 
+    def test_set_id_bits_dropped_as_the_kernel_would(self):
+        # The drive negotiates FUSE_HANDLE_KILLPRIV_V2: the kernel leaves dropping S_ISUID and
+        # S_ISGID on writes, truncates and O_TRUNC opens of unprivileged processes to it.
+        # Expected values are Linux's on a local file system (checked on ext4 beside the mount).
+        os.makedirs(self.p("sid"), exist_ok=True)
+        os.chmod(self.p("sid"), 0o1777)
+        cases = {"append": "open(p, 'a').write('x')",
+                 "truncate": "os.truncate(p, 1)",
+                 "otrunc": "open(p, 'w').close()",
+                 "ftruncate": "os.ftruncate(os.open(p, os.O_WRONLY), 0)"}
+        expected = {0o4777: 0o777, 0o6777: 0o777, 0o2777: 0o777, 0o2767: 0o767, 0o4766: 0o766}
+        for how, code in cases.items():
+            for mode, after in expected.items():
+                with self.subTest(how=how, mode=oct(mode)):
+                    p = self.p("sid", f"{how}-{mode:o}")
+                    with open(p, "w") as f:
+                        f.write("data")
+                    os.chmod(p, mode)
+                    out = subprocess.run(
+                        ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+                         "/usr/bin/python3", "-c", f"import os; p = {p!r}; {code}"],
+                        capture_output=True, text=True, timeout=60)
+                    self.assertEqual(out.returncode, 0, out.stderr)
+                    # Right away through the mount (the kernel must not serve its cached mode)
+                    # and in the store.
+                    self.assertEqual(oct(os.stat(p).st_mode & 0o7777), oct(after))
+                    self.assertEqual(oct(os.stat(os.path.join(self.d.store, "sid", os.path.basename(p))).st_mode & 0o7777), oct(after))
+        # Root (CAP_FSETID) keeps them.
+        p = self.p("sid", "root")
+        with open(p, "w") as f:
+            f.write("data")
+        os.chmod(p, 0o6777)
+        with open(p, "a") as f:
+            f.write("more")
+        os.truncate(p, 1)
+        self.assertEqual(oct(os.stat(p).st_mode & 0o7777), oct(0o6777))
+
+    def test_writes_do_not_ask_for_capabilities_each_time(self):
+        # Without FUSE_HANDLE_KILLPRIV_V2 the kernel sends GETXATTR security.capability before
+        # every write; with it, once per inode.
+        def getxattrs():
+            return self.d.request("GET", "/api/v1/sqlite/health")[1]["drive_requests"]["getxattr"]
+        p = self.p("many-writes")
+        before = getxattrs()
+        fd = os.open(p, os.O_CREAT | os.O_WRONLY, 0o644)
+        try:
+            for i in range(100):
+                os.pwrite(fd, b"x" * 10, i * 10)
+        finally:
+            os.close(fd)
+        self.assertLess(getxattrs() - before, 5)
+        self.assertEqual(os.path.getsize(p), 1000)
+
 
 class StartupChecks(unittest.TestCase):
     def test_kernel_request_timeout_below_the_lock_wait_refuses_to_start(self):

@@ -1,0 +1,187 @@
+#include "fuse_bridge/kernel_io.hpp"
+
+#define FUSE_USE_VERSION 312
+#include <fuse_lowlevel.h>
+#include <linux/fuse.h>
+
+#include <atomic>
+#include <cerrno>
+#include <fcntl.h>
+#include <cstddef>
+#include <cstring>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <unistd.h>
+#include <vector>
+
+#include <spdlog/spdlog.h>
+
+namespace litedrive::kernel_io {
+
+namespace {
+
+std::atomic<fuse_session*> session{nullptr}; ///< the drive's (one per process)
+std::atomic<uint64_t> init_unique{0};     ///< the INIT request, whose reply gets patched
+std::atomic<bool> offered{false};         ///< the kernel offered FUSE_HANDLE_KILLPRIV_V2
+std::atomic<bool> negotiated{false};
+thread_local bool kill_current = false;   ///< the request read last by this thread asks it
+
+template <class T> bool field(const char* buf, size_t n, size_t off, T& out) {
+  if (n < off + sizeof(T)) return false;
+  std::memcpy(&out, buf + off, sizeof(T));
+  return true;
+}
+
+/// Notes what the request in `buf` asks of the file system that libfuse does not pass on.
+void inspect(const char* buf, size_t n) {
+  kill_current = false;
+  fuse_in_header in;
+  if (!field(buf, n, 0, in)) return;
+  constexpr size_t body = sizeof(fuse_in_header);
+  switch (in.opcode) {
+  case FUSE_INIT: {
+    uint32_t flags = 0;
+    if (field(buf, n, body + offsetof(fuse_init_in, flags), flags))
+      offered = (flags & FUSE_HANDLE_KILLPRIV_V2) != 0;
+    init_unique = in.unique;
+    break;
+  }
+  case FUSE_WRITE: {
+    uint32_t flags = 0;
+    kill_current = field(buf, n, body + offsetof(fuse_write_in, write_flags), flags)
+                   && (flags & FUSE_WRITE_KILL_SUIDGID);
+    break;
+  }
+  case FUSE_OPEN: {
+    uint32_t flags = 0;
+    kill_current = field(buf, n, body + offsetof(fuse_open_in, open_flags), flags)
+                   && (flags & FUSE_OPEN_KILL_SUIDGID);
+    break;
+  }
+  case FUSE_CREATE: {
+    uint32_t flags = 0;
+    kill_current = field(buf, n, body + offsetof(fuse_create_in, open_flags), flags)
+                   && (flags & FUSE_OPEN_KILL_SUIDGID);
+    break;
+  }
+  case FUSE_SETATTR: {
+    uint32_t valid = 0;
+    kill_current = field(buf, n, body + offsetof(fuse_setattr_in, valid), valid)
+                   && (valid & FATTR_KILL_SUIDGID);
+    break;
+  }
+  default:
+    break;
+  }
+}
+
+ssize_t hook_read(int fd, void* buf, size_t len, void*) {
+  ssize_t n = ::read(fd, buf, len);
+  if (n > 0) {
+    int saved = errno;
+    inspect(static_cast<const char*>(buf), static_cast<size_t>(n));
+    errno = saved;
+  }
+  return n;
+}
+
+/// The INIT reply with FUSE_HANDLE_KILLPRIV_V2 added (libfuse 3.14 cannot ask for it).
+ssize_t write_init_reply(int fd, const iovec* iov, int count) {
+  std::vector<char> out;
+  for (int i = 0; i < count; ++i)
+    out.insert(out.end(), static_cast<const char*>(iov[i].iov_base),
+               static_cast<const char*>(iov[i].iov_base) + iov[i].iov_len);
+  fuse_out_header head;
+  uint32_t flags = 0;
+  constexpr size_t at = sizeof(fuse_out_header) + offsetof(fuse_init_out, flags);
+  if (field(out.data(), out.size(), 0, head) && head.error == 0
+      && field(out.data(), out.size(), at, flags)) {
+    flags |= FUSE_HANDLE_KILLPRIV_V2;
+    std::memcpy(out.data() + at, &flags, sizeof(flags));
+    negotiated = true;
+  }
+  return ::write(fd, out.data(), out.size());
+}
+
+ssize_t hook_writev(int fd, iovec* iov, int count, void*) {
+  auto init = init_unique.load(std::memory_order_relaxed);
+  if (init != 0 && count > 0 && iov[0].iov_len >= sizeof(fuse_out_header)) {
+    fuse_out_header head;
+    std::memcpy(&head, iov[0].iov_base, sizeof(head));
+    if (head.unique == init) {
+      init_unique = 0;
+      if (offered) return write_init_reply(fd, iov, count);
+    }
+  }
+  return ::writev(fd, iov, count);
+}
+
+/// Replies that carry file data still go by splice (libfuse uses none without this).
+ssize_t hook_splice_send(int fdin, off_t* offin, int fdout, off_t* offout, size_t len,
+                         unsigned int flags, void*) {
+  return splice(fdin, offin, fdout, offout, len, flags);
+}
+
+} // namespace
+
+bool install(fuse_session* se) {
+  // No splice_receive: requests must arrive in memory to be looked at (the drive does not ask
+  // for FUSE_CAP_SPLICE_READ).
+  static const fuse_custom_io io = {hook_writev, hook_read, nullptr, hook_splice_send};
+  session = se;
+  int rc = fuse_session_custom_io(se, &io, fuse_session_fd(se));
+  if (rc != 0) {
+    spdlog::warn("the drive's own /dev/fuse I/O is off ({}): one GETXATTR round trip per write",
+                 std::strerror(-rc));
+    return false;
+  }
+  return true;
+}
+
+bool killpriv_v2() {
+  return negotiated.load(std::memory_order_relaxed);
+}
+
+bool kill_suidgid() {
+  return kill_current;
+}
+
+namespace {
+
+/// Whether the caller of `req` is a member of group `gid` (primary or supplementary).
+bool in_group(fuse_req_t req, gid_t gid) {
+  if (fuse_req_ctx(req)->gid == gid) return true;
+  gid_t groups[64];
+  int n = fuse_req_getgroups(req, 64, groups);
+  for (int i = 0; i < n && i < 64; ++i)
+    if (groups[i] == gid) return true;
+  return false;
+}
+
+} // namespace
+
+bool drop_suidgid(fuse_req_t req, fuse_ino_t ino, const char* path) {
+  struct stat st {};
+  if (stat(path, &st) != 0 || !S_ISREG(st.st_mode)) return false;
+  mode_t mode = st.st_mode & 07777;
+  mode_t keep = mode & ~S_ISUID;
+  // As the kernel's setattr_should_drop_sgid: S_ISGID without group-execute (mandatory locking
+  // once) stays for members of the file's group.
+  if ((mode & S_ISGID) && ((mode & S_IXGRP) || !in_group(req, st.st_gid))) keep &= ~S_ISGID;
+  if (keep == mode || chmod(path, keep) != 0) return false;
+  // The kernel still caches the old mode: have it ask again.
+  if (auto* se = session.load()) fuse_lowlevel_notify_inval_inode(se, ino, -1, 0);
+  return true;
+}
+
+void drop_sgid_after_chown(fuse_req_t req, fuse_ino_t ino, const char* path,
+                           const struct stat& before) {
+  if (!S_ISREG(before.st_mode) || fuse_req_ctx(req)->uid == 0) return;
+  if ((before.st_mode & (S_ISGID | S_IXGRP)) != S_ISGID || in_group(req, before.st_gid)) return;
+  struct stat now {};
+  if (stat(path, &now) != 0 || !(now.st_mode & S_ISGID)) return;
+  if (chmod(path, now.st_mode & 07777 & ~S_ISGID) == 0 && session.load())
+    fuse_lowlevel_notify_inval_inode(session.load(), ino, -1, 0);
+}
+
+} // namespace litedrive::kernel_io

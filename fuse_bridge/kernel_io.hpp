@@ -1,0 +1,50 @@
+#pragma once
+// litedrive's own reads and writes of /dev/fuse (libfuse's custom I/O), for what libfuse 3.14
+// does not know: FUSE_HANDLE_KILLPRIV_V2.
+//
+// Without it the kernel asks the file system for the `security.capability` attribute before
+// every write (to know whether the write must drop it): one GETXATTR round trip per WRITE, ~11
+// of the ~50 requests of a rollback-journal transaction. With it the kernel marks inodes that
+// have nothing to drop and stops asking, and leaves dropping set-user-ID and set-group-ID bits
+// to the file system: it flags the writes, truncates and O_TRUNC opens of processes without
+// CAP_FSETID, and the drive clears the bits itself (its own writes run as root, which keeps
+// them). The capability attribute goes by itself: the backing file system drops it on any
+// write, also root's.
+//
+// The hooks only look at requests and patch one reply (INIT); everything else passes through.
+
+#include <cstdint>
+#include <sys/stat.h>
+
+struct fuse_session;
+struct fuse_req;
+typedef struct fuse_req* fuse_req_t;
+typedef uint64_t fuse_ino_t;
+
+namespace litedrive::kernel_io {
+
+/// Installs the hooks on a mounted session, before its loop starts. False: not installed (the
+/// drive works as before, with a GETXATTR per write).
+bool install(fuse_session* se);
+
+/// Whether the kernel negotiated FUSE_HANDLE_KILLPRIV_V2 (after INIT).
+bool killpriv_v2();
+
+/// Whether the request this thread is serving must drop set-user-ID and set-group-ID bits (a
+/// write, truncate or O_TRUNC open by a process without CAP_FSETID).
+bool kill_suidgid();
+
+/// Clears S_ISUID and S_ISGID as the kernel would for the caller of `req` (S_ISGID without
+/// group-execute stays for members of the file's group) of the regular file at `path` (a
+/// /proc/self/fd path: it also works for descriptors opened read-only or O_PATH), and makes the
+/// kernel forget the cached mode of inode `ino`. Errors are ignored: the data operation it
+/// follows already succeeded. True if bits were cleared.
+bool drop_suidgid(fuse_req_t req, fuse_ino_t ino, const char* path);
+
+/// After a chown done as root of the file at `path` whose attributes were `before`: clears an
+/// S_ISGID without group-execute if the caller of `req` (not root) is not a member of the
+/// file's former group, as the caller's own chown would have.
+void drop_sgid_after_chown(fuse_req_t req, fuse_ino_t ino, const char* path,
+                           const struct stat& before);
+
+} // namespace litedrive::kernel_io
