@@ -32,6 +32,26 @@ template <class T> bool field(const char* buf, size_t n, size_t off, T& out) {
   return true;
 }
 
+/// Whether the 32-bit word at `off` of the request holds `mask`.
+bool flag(const char* buf, size_t n, size_t off, uint32_t mask) {
+  uint32_t word = 0;
+  return field(buf, n, off, word) && (word & mask) != 0;
+}
+
+/// Where the kernel says that a request comes from a process without CAP_FSETID, so that the
+/// file system must drop set-ID bits (FUSE_HANDLE_KILLPRIV_V2): a flag word of the request body.
+struct kill_flag {
+  uint32_t opcode;
+  size_t offset;
+  uint32_t mask;
+};
+constexpr kill_flag kill_flags[] = {
+  {FUSE_WRITE, offsetof(fuse_write_in, write_flags), FUSE_WRITE_KILL_SUIDGID},
+  {FUSE_OPEN, offsetof(fuse_open_in, open_flags), FUSE_OPEN_KILL_SUIDGID},
+  {FUSE_CREATE, offsetof(fuse_create_in, open_flags), FUSE_OPEN_KILL_SUIDGID},
+  {FUSE_SETATTR, offsetof(fuse_setattr_in, valid), FATTR_KILL_SUIDGID},
+};
+
 /// Notes what the request in `buf` asks of the file system that libfuse does not pass on.
 void inspect(const char* buf, size_t n) {
   kill_current = false;
@@ -46,31 +66,10 @@ void inspect(const char* buf, size_t n) {
     init_unique = in.unique;
     break;
   }
-  case FUSE_WRITE: {
-    uint32_t flags = 0;
-    kill_current = field(buf, n, body + offsetof(fuse_write_in, write_flags), flags)
-                   && (flags & FUSE_WRITE_KILL_SUIDGID);
-    break;
-  }
-  case FUSE_OPEN: {
-    uint32_t flags = 0;
-    kill_current = field(buf, n, body + offsetof(fuse_open_in, open_flags), flags)
-                   && (flags & FUSE_OPEN_KILL_SUIDGID);
-    break;
-  }
-  case FUSE_CREATE: {
-    uint32_t flags = 0;
-    kill_current = field(buf, n, body + offsetof(fuse_create_in, open_flags), flags)
-                   && (flags & FUSE_OPEN_KILL_SUIDGID);
-    break;
-  }
-  case FUSE_SETATTR: {
-    uint32_t valid = 0;
-    kill_current = field(buf, n, body + offsetof(fuse_setattr_in, valid), valid)
-                   && (valid & FATTR_KILL_SUIDGID);
-    break;
-  }
   default:
+    for (const auto& k : kill_flags)
+      if (in.opcode == k.opcode)
+        kill_current = flag(buf, n, body + k.offset, k.mask);
     break;
   }
 }
