@@ -167,12 +167,14 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--daemon-arg", action="append", default=[],
+                    help="extra litedrive option, e.g. --daemon-arg=--drive-io-uring=false")
     args = ap.parse_args()
     k = SCALE["quick" if args.quick else "full"]
     base = tempfile.mkdtemp(prefix="litedrive-bench-", dir=os.environ.get("BENCH_DIR", "/var/tmp"))
     native_dir = os.path.join(base, "native")
     os.makedirs(native_dir)
-    d = Daemon("--log-level=warn", store=os.path.join(base, "store"), mount=True)
+    d = Daemon("--log-level=warn", *args.daemon_arg, store=os.path.join(base, "store"), mount=True)
     d.start()
     mnt = d.mount
     N = lambda x: max(1, int(x * k))

@@ -546,6 +546,8 @@ void do_init(void* userdata, fuse_conn_info* conn) {
   if (conn->capable & FUSE_CAP_ATOMIC_O_TRUNC)
     conn->want |= FUSE_CAP_ATOMIC_O_TRUNC;
   conn->want &= ~FUSE_CAP_SPLICE_READ; // kernel_io looks at every request in memory
+  if (kernel_io::ring_planned()) // a ring's replies go to memory, never to a pipe
+    conn->want &= ~(FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE);
   if (st.cfg.drive_writeback_cache && (conn->capable & FUSE_CAP_WRITEBACK_CACHE))
     conn->want |= FUSE_CAP_WRITEBACK_CACHE;
   else
@@ -1233,8 +1235,11 @@ int probe_mount(const std::string& mnt) {
       return WIFEXITED(status) ? WEXITSTATUS(status) : EIO;
     std::this_thread::sleep_for(std::chrono::milliseconds{10});
   }
-  kill(child, SIGKILL); // its request is still pending, so the kill ends it
-  waitpid(child, nullptr, 0);
+  // A request still pending dies with the child, but one its daemon already took (a ring
+  // entry handed to a stopped thread) holds the child until the connection is aborted: reap it
+  // in the background.
+  kill(child, SIGKILL);
+  std::thread([child] { waitpid(child, nullptr, 0); }).detach();
   return ETIMEDOUT;
 }
 
@@ -1311,6 +1316,8 @@ caf::expected<std::unique_ptr<drive>> drive::mount(const settings& s, db_registr
     return err;
   if (auto err = prepare_mount_point(s.mount))
     return err;
+  // The kernel decides what it offers (FUSE over io_uring) when the mount is made.
+  bool ring = s.drive_io_uring && kernel_io::allow_ring();
   auto p = std::make_unique<impl>();
   p->cfg = s;
   p->registry = std::move(registry);
@@ -1337,7 +1344,7 @@ caf::expected<std::unique_ptr<drive>> drive::mount(const settings& s, db_registr
     return fail("cannot mount the drive at " + s.mount);
   }
   p->mounted = true;
-  kernel_io::install(p->session);
+  kernel_io::install(p->session, ring);
   auto* raw = p.get();
   p->loop = std::thread([raw] {
     auto* cfg = fuse_loop_cfg_create();
@@ -1369,6 +1376,8 @@ std::string drive::counters_json() const {
     out += std::to_string(n);
     out += ',';
   }
+  // Of all requests, those that came through FUSE over io_uring (0: the drive uses /dev/fuse).
+  out += "\"through_io_uring\":" + std::to_string(kernel_io::ring_requests()) + ',';
   out += "\"total\":" + std::to_string(total) + "}";
   return out;
 }
@@ -1503,6 +1512,7 @@ void drive::unmount() {
   }
   if (impl_->loop.joinable())
     impl_->loop.join();
+  kernel_io::finish();
   // The loop is over: now the session's descriptor can go (the mount is already detached).
   fuse_session_unmount(impl_->session);
   {

@@ -1,9 +1,11 @@
 #include "fuse_bridge/kernel_io.hpp"
+#include "fuse_bridge/kernel_ring.hpp"
 
 #define FUSE_USE_VERSION 312
 #include <fuse_lowlevel.h>
 #include <linux/fuse.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <fcntl.h>
@@ -24,6 +26,9 @@ std::atomic<fuse_session*> session{nullptr}; ///< the drive's (one per process)
 std::atomic<uint64_t> init_unique{0};     ///< the INIT request, whose reply gets patched
 std::atomic<bool> offered{false};         ///< the kernel offered FUSE_HANDLE_KILLPRIV_V2
 std::atomic<bool> negotiated{false};
+std::atomic<bool> ring_offered{false};    ///< the kernel offered FUSE over io_uring
+/// FUSE_OVER_IO_URING (bit 41 of the 64 INIT flags: bit 9 of flags2; newer than these headers).
+constexpr uint32_t over_io_uring_flags2 = 1u << 9;
 thread_local bool kill_current = false;   ///< the request read last by this thread asks it
 
 template <class T> bool field(const char* buf, size_t n, size_t off, T& out) {
@@ -61,8 +66,12 @@ void inspect(const char* buf, size_t n) {
   switch (in.opcode) {
   case FUSE_INIT: {
     uint32_t flags = 0;
+    uint32_t flags2 = 0;
     if (field(buf, n, body + offsetof(fuse_init_in, flags), flags))
       offered = (flags & FUSE_HANDLE_KILLPRIV_V2) != 0;
+    ring_offered = (flags & FUSE_INIT_EXT) != 0
+                   && field(buf, n, body + offsetof(fuse_init_in, flags2), flags2)
+                   && (flags2 & over_io_uring_flags2) != 0;
     init_unique = in.unique;
     break;
   }
@@ -84,22 +93,43 @@ ssize_t hook_read(int fd, void* buf, size_t len, void*) {
   return n;
 }
 
-/// The INIT reply with FUSE_HANDLE_KILLPRIV_V2 added (libfuse 3.14 cannot ask for it).
+/// The bytes a ring entry needs for a request's data, from the INIT reply (as the kernel
+/// computes it: the largest of 8 KiB, max_write and max_pages pages).
+size_t ring_payload(const fuse_init_out& out) {
+  size_t pages = (out.flags & FUSE_MAX_PAGES) ? out.max_pages : 32;
+  return std::max<size_t>({8192, out.max_write, pages * 4096});
+}
+
+/// The INIT reply with what libfuse 3.14 cannot ask for: FUSE_HANDLE_KILLPRIV_V2, and FUSE over
+/// io_uring when the rings are prepared.
 ssize_t write_init_reply(int fd, const iovec* iov, int count) {
   std::vector<char> out;
   for (int i = 0; i < count; ++i)
     out.insert(out.end(), static_cast<const char*>(iov[i].iov_base),
                static_cast<const char*>(iov[i].iov_base) + iov[i].iov_len);
   fuse_out_header head;
-  uint32_t flags = 0;
-  constexpr size_t at = sizeof(fuse_out_header) + offsetof(fuse_init_out, flags);
+  fuse_init_out init{};
+  constexpr size_t at = sizeof(fuse_out_header);
+  bool ring = false;
   if (field(out.data(), out.size(), 0, head) && head.error == 0
-      && field(out.data(), out.size(), at, flags)) {
-    flags |= FUSE_HANDLE_KILLPRIV_V2;
-    std::memcpy(out.data() + at, &flags, sizeof(flags));
-    negotiated = true;
+      && field(out.data(), out.size(), at, init)) {
+    if (offered) {
+      init.flags |= FUSE_HANDLE_KILLPRIV_V2;
+      negotiated = true;
+    }
+    if (ring_offered && kernel_ring::prepared()) {
+      init.flags |= FUSE_INIT_EXT;
+      init.flags2 |= over_io_uring_flags2;
+      ring = true;
+    }
+    std::memcpy(out.data() + at, &init, sizeof(init));
   }
-  return ::write(fd, out.data(), out.size());
+  ssize_t rc = ::write(fd, out.data(), out.size());
+  if (ring && rc == static_cast<ssize_t>(out.size()))
+    kernel_ring::start(ring_payload(init));
+  else
+    kernel_ring::abandon();
+  return rc;
 }
 
 ssize_t hook_writev(int fd, iovec* iov, int count, void*) {
@@ -109,8 +139,15 @@ ssize_t hook_writev(int fd, iovec* iov, int count, void*) {
     std::memcpy(&head, iov[0].iov_base, sizeof(head));
     if (head.unique == init) {
       init_unique = 0;
-      if (offered) return write_init_reply(fd, iov, count);
+      return write_init_reply(fd, iov, count);
     }
+  }
+  if (kernel_ring::active() && count > 0 && iov[0].iov_len >= sizeof(fuse_out_header)) {
+    fuse_out_header head;
+    std::memcpy(&head, iov[0].iov_base, sizeof(head));
+    if (head.unique != 0)
+      if (auto written = kernel_ring::reply(head.unique, iov, count))
+        return *written;
   }
   return ::writev(fd, iov, count);
 }
@@ -123,7 +160,7 @@ ssize_t hook_splice_send(int fdin, off_t* offin, int fdout, off_t* offout, size_
 
 } // namespace
 
-bool install(fuse_session* se) {
+bool install(fuse_session* se, bool ring) {
   // No splice_receive: requests must arrive in memory to be looked at (the drive does not ask
   // for FUSE_CAP_SPLICE_READ).
   static const fuse_custom_io io = {hook_writev, hook_read, nullptr, hook_splice_send};
@@ -134,7 +171,29 @@ bool install(fuse_session* se) {
                  std::strerror(-rc));
     return false;
   }
+  if (ring)
+    kernel_ring::prepare(se);
   return true;
+}
+
+void note_request(const char* buf, size_t n) {
+  inspect(buf, n);
+}
+
+bool allow_ring() {
+  return kernel_ring::module_allows();
+}
+
+bool ring_planned() {
+  return ring_offered.load() && kernel_ring::prepared();
+}
+
+uint64_t ring_requests() {
+  return kernel_ring::served();
+}
+
+void finish() {
+  kernel_ring::stop();
 }
 
 bool killpriv_v2() {

@@ -13,6 +13,7 @@
 //
 // The hooks only look at requests and patch one reply (INIT); everything else passes through.
 
+#include <cstddef>
 #include <cstdint>
 #include <sys/stat.h>
 
@@ -23,9 +24,27 @@ typedef uint64_t fuse_ino_t;
 
 namespace litedrive::kernel_io {
 
-/// Installs the hooks on a mounted session, before its loop starts. False: not installed (the
-/// drive works as before, with a GETXATTR per write).
-bool install(fuse_session* se);
+/// Installs the hooks on a mounted session, before its loop starts, and with `ring` prepares
+/// FUSE over io_uring (kernel_ring.hpp). False: not installed (the drive works as before, with a
+/// GETXATTR per write).
+bool install(fuse_session* se, bool ring);
+
+/// Before mounting: whether the kernel will offer FUSE over io_uring (turns the fuse module's
+/// enable_uring on if it is off and this process may).
+bool allow_ring();
+
+/// INIT (do_init): whether the kernel offered FUSE over io_uring and the drive will take it.
+bool ring_planned();
+
+/// Requests served through FUSE over io_uring so far.
+uint64_t ring_requests();
+
+/// At unmount, once the connection is over: ends what install() started.
+void finish();
+
+/// Notes what a request that did not come through the read hook (a ring's) asks beyond what
+/// libfuse passes on; called by the thread that then serves it.
+void note_request(const char* buf, size_t n);
 
 /// Whether the kernel negotiated FUSE_HANDLE_KILLPRIV_V2 (after INIT).
 bool killpriv_v2();

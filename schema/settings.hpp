@@ -50,6 +50,9 @@ struct settings {
   std::chrono::milliseconds lock_wait_max{30000};  ///< cap on waits litedrive adds to F_SETLK
   bool mount_allow_other = true;   ///< other users (and containers) may use the mount
   bool drive_writeback_cache = false;  ///< FUSE writeback cache (faster bulk writes)
+  /// FUSE over io_uring where the kernel has it (>= 6.14): one queue per CPU, requests served
+  /// on the CPU of their caller; turns the fuse module's enable_uring on if it is off.
+  bool drive_io_uring = true;
   /// litedrive's own SQLite connections write straight to the store and invalidate the mount's
   /// cache (locks and names still go through the mount); false: everything through the mount.
   bool drive_direct_writes = true;

@@ -148,6 +148,52 @@ class ConcurrentWriters(DriveTestCase):
         self.run_python("wal", 10)
 
 
+def kernel_has_fuse_over_io_uring():
+    """Whether this kernel can serve FUSE over io_uring for the daemon (root may turn the fuse
+    module's switch on; io_uring itself must not be disabled)."""
+    try:
+        with open("/proc/sys/kernel/io_uring_disabled") as f:
+            if f.read().strip() != "0":
+                return False
+    except FileNotFoundError:
+        pass
+    return os.path.exists("/sys/module/fuse/parameters/enable_uring") and os.geteuid() == 0
+
+
+class RequestPath(DriveTestCase):
+    """Which way requests reach the daemon: FUSE over io_uring where the kernel has it."""
+
+    def through_io_uring(self):
+        return self.d.request("GET", "/api/v1/sqlite/health")[1]["drive_requests"]["through_io_uring"]
+
+    def test_requests_come_through_io_uring_where_the_kernel_has_it(self):
+        path = os.path.join(self.mnt, "ring.db")
+        create_table(path, "wal")
+        before = self.through_io_uring()
+        for _ in range(20):
+            os.statvfs(self.mnt)
+        after = self.through_io_uring()
+        if kernel_has_fuse_over_io_uring():
+            self.assertGreaterEqual(after - before, 20)
+            self.assertIn("FUSE over io_uring", self.d.read_log())
+        else:
+            self.assertEqual(after, 0)
+            self.assertIn("/dev/fuse", self.d.read_log())
+
+
+class ConcurrentWritersOverDevFuse(ConcurrentWriters):
+    """Proof 1 and 2 again with the ring off: requests through /dev/fuse (libfuse's loop)."""
+
+    def setUp(self):
+        self.d = mounted_daemon("--drive-io-uring=false").start()
+        self.mnt = self.d.mount
+
+    def tearDown(self):
+        health = self.d.request("GET", "/api/v1/sqlite/health")[1]
+        self.assertEqual(health["drive_requests"]["through_io_uring"], 0)
+        super().tearDown()
+
+
 def cold_reader(args):
     path, ident = args
     con = sqlite3.connect(path, timeout=0)
