@@ -133,22 +133,20 @@ ssize_t write_init_reply(int fd, const iovec* iov, int count) {
 }
 
 ssize_t hook_writev(int fd, iovec* iov, int count, void*) {
+  if (count == 0 || iov[0].iov_len < sizeof(fuse_out_header))
+    return ::writev(fd, iov, count);
+  fuse_out_header head;
+  std::memcpy(&head, iov[0].iov_base, sizeof(head));
   auto init = init_unique.load(std::memory_order_relaxed);
-  if (init != 0 && count > 0 && iov[0].iov_len >= sizeof(fuse_out_header)) {
-    fuse_out_header head;
-    std::memcpy(&head, iov[0].iov_base, sizeof(head));
-    if (head.unique == init) {
-      init_unique = 0;
-      return write_init_reply(fd, iov, count);
-    }
+  if (init != 0 && head.unique == init) {
+    init_unique = 0;
+    return write_init_reply(fd, iov, count);
   }
-  if (kernel_ring::active() && count > 0 && iov[0].iov_len >= sizeof(fuse_out_header)) {
-    fuse_out_header head;
-    std::memcpy(&head, iov[0].iov_base, sizeof(head));
-    if (head.unique != 0)
-      if (auto written = kernel_ring::reply(head.unique, iov, count))
-        return *written;
-  }
+  // A reply to a request that came through a ring goes back through it (notifications,
+  // unique 0, always go to /dev/fuse).
+  if (head.unique != 0 && kernel_ring::active())
+    if (auto written = kernel_ring::reply(head.unique, iov, count))
+      return *written;
   return ::writev(fd, iov, count);
 }
 
