@@ -124,6 +124,25 @@ class Posix(unittest.TestCase):
             f.seek(4096)
             self.assertEqual(f.read(5), b"abcde")
 
+    def test_o_direct_misaligned_is_einval_like_native(self):
+        """Direct I/O at an offset or of a size the backing file system cannot do directly fails
+        with the errno the same call gets on the store itself (ext4: EINVAL)."""
+        def attempt(path):
+            fd = os.open(path, os.O_CREAT | os.O_RDWR | os.O_DIRECT, 0o644)
+            try:
+                buf = mmap.mmap(-1, 8192)  # page-aligned: only offset and size are off
+                buf.write(b"q" * 8192)
+                return (err(lambda: os.pwrite(fd, memoryview(buf)[:4096], 100)),
+                        err(lambda: os.pwrite(fd, memoryview(buf)[:1000], 0)),
+                        err(lambda: os.pwrite(fd, memoryview(buf)[:4096], 4096)),
+                        err(lambda: os.preadv(fd, [memoryview(buf)[:4096]], 100)),
+                        err(lambda: os.preadv(fd, [memoryview(buf)[:4096]], 0)))
+            finally:
+                os.close(fd)
+        native = attempt(os.path.join(self.d.store, "..", "direct-native"))
+        self.assertEqual(native[2], "ok")
+        self.assertEqual(attempt(self.p("direct-misaligned")), native)
+
     def test_fsync_fallocate_seek(self):
         fd = os.open(self.p("sync"), os.O_CREAT | os.O_RDWR, 0o644)
         os.pwrite(fd, b"x" * 100, 1 << 20)
