@@ -10,6 +10,7 @@
 #include <spdlog/spdlog.h>
 
 #include "actors/db_path.hpp"
+#include "actors/wal_vfs.hpp"
 #include "schema/base64.hpp"
 #include "schema/errc.hpp"
 #include "schema/json_out.hpp"
@@ -107,6 +108,9 @@ sql_engine::~sql_engine() {
 
 void sql_engine::close() {
   kv_.attach(nullptr); // finalizes its statements before the connection goes
+  for (auto& [sql, stmt] : control_)
+    sqlite3_finalize(stmt);
+  control_.clear();
   // sqlite3_close_v2 defers the close until outstanding statements are finalized; we keep none.
   if (rw_ != nullptr)
     sqlite3_close_v2(rw_);
@@ -167,7 +171,11 @@ caf::error sql_engine::open_rw(bool create) {
     return not_found(loc_);
   int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX | (create ? SQLITE_OPEN_CREATE : 0);
   sqlite3* db = nullptr;
-  int rc = sqlite3_open_v2(loc_.open_path.c_str(), &db, flags, nullptr);
+  // The writer's commits reach the WAL in one write each (the first engine's size counts).
+  const char* vfs = settings_.wal_write_buffer > 0 && wal_vfs::install(settings_.wal_write_buffer)
+                      ? wal_vfs::name
+                      : nullptr;
+  int rc = sqlite3_open_v2(loc_.open_path.c_str(), &db, flags, vfs);
   if (rc != SQLITE_OK) {
     std::string msg = db ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
     sqlite3_close_v2(db);
@@ -217,6 +225,28 @@ caf::error sql_engine::exec_internal(const char* sql) {
     return caf::none;
   std::string text = msg ? msg : sqlite3_errstr(rc);
   sqlite3_free(msg);
+  if ((rc & 0xFF) == SQLITE_BUSY || (rc & 0xFF) == SQLITE_LOCKED)
+    return make_error(errc::database_busy, "database '" + loc_.name + "' is busy: " + text);
+  return make_error(errc::sql_error, text);
+}
+
+caf::error sql_engine::exec_control(const char* sql) {
+  mode_ = mode::internal;
+  auto i = control_.find(std::string_view{sql});
+  if (i == control_.end()) {
+    sqlite3_stmt* stmt = nullptr;
+    if (sqlite3_prepare_v3(rw_, sql, -1, SQLITE_PREPARE_PERSISTENT, &stmt, nullptr) != SQLITE_OK
+        || stmt == nullptr) {
+      sqlite3_finalize(stmt);
+      return exec_internal(sql); // reports the error as exec_internal does
+    }
+    i = control_.emplace(sql, stmt).first;
+  }
+  int rc = sqlite3_step(i->second);
+  sqlite3_reset(i->second);
+  if (rc == SQLITE_DONE || rc == SQLITE_ROW)
+    return caf::none;
+  std::string text = sqlite3_errmsg(rw_);
   if ((rc & 0xFF) == SQLITE_BUSY || (rc & 0xFF) == SQLITE_LOCKED)
     return make_error(errc::database_busy, "database '" + loc_.name + "' is busy: " + text);
   return make_error(errc::sql_error, text);
@@ -461,7 +491,7 @@ caf::error sql_engine::run_txn(const sql_txn& txn, std::string& out) {
   timed_out_ = false;
   response_bytes_ = 0;
   // Each transaction of a group runs in this savepoint; the authorizer keeps items off it.
-  if (auto err = exec_internal("SAVEPOINT litedrive_txn"))
+  if (auto err = exec_control("SAVEPOINT litedrive_txn"))
     return err;
   out = "{\"results\":[";
   mode_ = mode::items;
@@ -473,14 +503,14 @@ caf::error sql_engine::run_txn(const sql_txn& txn, std::string& out) {
       out.clear();
       // Unless SQLite already rolled back the whole transaction, undo just this one.
       if (!sqlite3_get_autocommit(rw_)) {
-        exec_internal("ROLLBACK TO litedrive_txn");
-        exec_internal("RELEASE litedrive_txn");
+        exec_control("ROLLBACK TO litedrive_txn");
+        exec_control("RELEASE litedrive_txn");
       }
       return err;
     }
   }
   mode_ = mode::internal;
-  if (auto err = exec_internal("RELEASE litedrive_txn")) {
+  if (auto err = exec_control("RELEASE litedrive_txn")) {
     out.clear();
     return err;
   }
@@ -519,20 +549,20 @@ caf::error sql_engine::run_write(const db_op& op, op_outcome& out) {
   const auto& req = std::get<kv_request>(op);
   deadline_ = std::chrono::steady_clock::now() + settings_.statement_timeout;
   timed_out_ = false;
-  if (auto err = exec_internal("SAVEPOINT litedrive_txn"))
+  if (auto err = exec_control("SAVEPOINT litedrive_txn"))
     return err;
   mode_ = mode::items;
   auto res = kv_.run(req, unix_now());
   mode_ = mode::internal;
   if (!res) {
     if (!sqlite3_get_autocommit(rw_)) {
-      exec_internal("ROLLBACK TO litedrive_txn");
-      exec_internal("RELEASE litedrive_txn");
+      exec_control("ROLLBACK TO litedrive_txn");
+      exec_control("RELEASE litedrive_txn");
     }
     kv_.forget_tables(); // the rollback may have undone a CREATE TABLE
     return std::move(res.error());
   }
-  if (auto err = exec_internal("RELEASE litedrive_txn"))
+  if (auto err = exec_control("RELEASE litedrive_txn"))
     return err;
   out.answer = std::move(*res);
   return caf::none;
@@ -542,7 +572,7 @@ void sql_engine::run_reads(const std::vector<db_op>& group, const std::vector<si
                            std::vector<op_outcome>& outcomes) {
   if (reads.empty())
     return;
-  if (auto err = exec_internal("BEGIN")) {
+  if (auto err = exec_control("BEGIN")) {
     for (auto i : reads)
       outcomes[i].error = err;
     return;
@@ -559,9 +589,9 @@ void sql_engine::run_reads(const std::vector<db_op>& group, const std::vector<si
     else
       outcomes[i].error = std::move(res.error());
     if (sqlite3_get_autocommit(rw_)) // the read transaction ended under us (interrupt)
-      exec_internal("BEGIN");
+      exec_control("BEGIN");
   }
-  exec_internal("COMMIT");
+  exec_control("COMMIT");
 }
 
 std::vector<op_outcome> sql_engine::execute_group(const std::vector<db_op>& group) {
@@ -591,7 +621,7 @@ std::vector<op_outcome> sql_engine::execute_group(const std::vector<db_op>& grou
       read_only = read_only && op_read_only_sql(group[i]);
     // IMMEDIATE takes the write lock up front: a writer never has to upgrade SHARED to RESERVED
     // mid-transaction, which is where SQLite gives up with SQLITE_BUSY without waiting.
-    if (auto err = exec_internal(read_only ? "BEGIN" : "BEGIN IMMEDIATE")) {
+    if (auto err = exec_control(read_only ? "BEGIN" : "BEGIN IMMEDIATE")) {
       for (auto i : todo)
         outcomes[i].error = err;
       todo.clear();
@@ -623,8 +653,8 @@ std::vector<op_outcome> sql_engine::execute_group(const std::vector<db_op>& grou
       todo = std::move(next);
       continue;
     }
-    if (auto err = exec_internal("COMMIT")) {
-      exec_internal("ROLLBACK");
+    if (auto err = exec_control("COMMIT")) {
+      exec_control("ROLLBACK");
       for (auto i : succeeded) {
         outcomes[i].answer = kv_answer{};
         outcomes[i].error = err;
@@ -733,7 +763,7 @@ caf::expected<std::string> sql_engine::create(bool init_kv, const std::string& j
   }
   if (!ddl.empty()) {
     if (auto err = exec_internal(ddl.c_str())) {
-      exec_internal("ROLLBACK");
+      exec_control("ROLLBACK");
       return err;
     }
   }

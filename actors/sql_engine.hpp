@@ -9,6 +9,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -74,6 +75,9 @@ private:
                        size_t& rows);
   caf::error sqlite_failure(sqlite3* db, int rc, int32_t index, const char* what);
   caf::error exec_internal(const char* sql);
+  /// exec_internal for litedrive's own transaction control (BEGIN, SAVEPOINT, RELEASE, ...),
+  /// which runs several times per group: prepared once per connection, not parsed per call.
+  caf::error exec_control(const char* sql);
 
   friend int progress_callback(void* self);
   friend int authorizer_callback(void*, int, const char*, const char*, const char*, const char*);
@@ -83,6 +87,7 @@ private:
   sqlite3* rw_ = nullptr;
   sqlite3* ro_ = nullptr;
   kv_engine kv_;  ///< the KV store, on the read-write connection
+  std::map<std::string, sqlite3_stmt*, std::less<>> control_;  ///< exec_control's statements
   mode mode_ = mode::internal;
   bool denied_write_ = false;  ///< the read-only authorizer refused something
   std::chrono::steady_clock::time_point deadline_;
