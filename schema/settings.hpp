@@ -39,6 +39,9 @@ struct settings {
   size_t max_result_bytes = 32u << 20;     ///< bytes of one JSON response
   std::string synchronous = "FULL";        ///< PRAGMA synchronous for litedrive's connections
   size_t group_commit_max = 256;           ///< transactions combined into one commit, at most
+  /// A commit's WAL frames are written to the file in one write of up to this many bytes
+  /// (actors/wal_vfs.hpp); 0: one write per frame header and page, as SQLite does by itself.
+  size_t wal_write_buffer = 1u << 20;
 
   // -- key-value store --
   size_t kv_batch_max = 100;               ///< keys per batch request
