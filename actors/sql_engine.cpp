@@ -225,6 +225,10 @@ caf::error sql_engine::exec_internal(const char* sql) {
     return caf::none;
   std::string text = msg ? msg : sqlite3_errstr(rc);
   sqlite3_free(msg);
+  return internal_failure(rc, text);
+}
+
+caf::error sql_engine::internal_failure(int rc, const std::string& text) const {
   if ((rc & 0xFF) == SQLITE_BUSY || (rc & 0xFF) == SQLITE_LOCKED)
     return make_error(errc::database_busy, "database '" + loc_.name + "' is busy: " + text);
   return make_error(errc::sql_error, text);
@@ -246,10 +250,7 @@ caf::error sql_engine::exec_control(const char* sql) {
   sqlite3_reset(i->second);
   if (rc == SQLITE_DONE || rc == SQLITE_ROW)
     return caf::none;
-  std::string text = sqlite3_errmsg(rw_);
-  if ((rc & 0xFF) == SQLITE_BUSY || (rc & 0xFF) == SQLITE_LOCKED)
-    return make_error(errc::database_busy, "database '" + loc_.name + "' is busy: " + text);
-  return make_error(errc::sql_error, text);
+  return internal_failure(rc, sqlite3_errmsg(rw_));
 }
 
 // -- errors -------------------------------------------------------------------------------------

@@ -78,6 +78,8 @@ private:
   /// exec_internal for litedrive's own transaction control (BEGIN, SAVEPOINT, RELEASE, ...),
   /// which runs several times per group: prepared once per connection, not parsed per call.
   caf::error exec_control(const char* sql);
+  /// The error of a failed internal statement: busy or locked → database_busy, else sql_error.
+  caf::error internal_failure(int rc, const std::string& text) const;
 
   friend int progress_callback(void* self);
   friend int authorizer_callback(void*, int, const char*, const char*, const char*, const char*);
