@@ -10,6 +10,7 @@
 #include <atomic>
 #include <chrono>
 #include <functional>
+#include <map>
 #include <string>
 
 #include <caf/all.hpp>
@@ -28,10 +29,30 @@ namespace litedrive {
 
 // == 1. the bridge actor =========================================================================
 
-/// A piece of work to run inside an event-based actor: it sends the request and installs the
-/// continuation that answers the HTTP client. Never leaves the process.
+/// What the bridge keeps of the requests it waits for. CAF's own request timeouts wake its clock
+/// thread twice per request (one timer set, one cancelled, each under a mutex with a condition
+/// variable): at tens of thousands of requests per second on two cores that cost more CPU than
+/// the timers are worth. Every request here has the same timeout, so the waiting requests are in
+/// deadline order by id, and one timer, armed for the oldest, answers the late ones.
+struct bridge_state {
+  using clock = std::chrono::steady_clock;
+  struct waiting {
+    clock::time_point deadline;
+    std::function<void(caf::error&)> on_error;
+  };
+  std::chrono::milliseconds timeout{0};
+  uint64_t next_id = 0;
+  std::map<uint64_t, waiting> pending; ///< by id, which is also by deadline
+  bool timer_armed = false;
+  static inline const char* name = "litedrive.http_bridge";
+};
+
+using bridge_actor = caf::stateful_actor<bridge_state>;
+
+/// A piece of work to run inside the bridge: it sends the request (with ask) and says how to
+/// answer the HTTP client. Never leaves the process.
 struct http_job {
-  std::function<void(caf::event_based_actor*)> run;
+  std::function<void(bridge_actor*)> run;
 };
 
 } // namespace litedrive
@@ -42,7 +63,45 @@ namespace litedrive {
 
 namespace {
 
-caf::behavior http_bridge(caf::event_based_actor* self) {
+void arm_timer(bridge_actor* self) {
+  auto& st = self->state;
+  if (st.timer_armed || st.pending.empty())
+    return;
+  st.timer_armed = true;
+  using namespace std::chrono;
+  auto wait = duration_cast<milliseconds>(st.pending.begin()->second.deadline - bridge_state::clock::now());
+  self->delayed_send(self, std::max(wait, milliseconds{0}) + milliseconds{1}, caf::tick_atom_v);
+}
+
+/// Sends one request to dest and answers exactly once: on_value with the reply, on_error with an
+/// error reply or, when no reply came within the timeout, SERVICE_TIMEOUT (a late reply is
+/// dropped).
+template <class Value, class Dest, class OnValue, class OnError, class... Ts>
+void ask(bridge_actor* self, const Dest& dest, OnValue on_value, OnError on_error, Ts&&... xs) {
+  auto& st = self->state;
+  auto id = st.next_id++;
+  st.pending.emplace(id, bridge_state::waiting{bridge_state::clock::now() + st.timeout,
+                                               std::move(on_error)});
+  arm_timer(self);
+  self->request(dest, caf::infinite, std::forward<Ts>(xs)...)
+    .then(
+      [self, id, on_value](Value& x) mutable {
+        if (self->state.pending.erase(id) > 0)
+          on_value(x);
+      },
+      [self, id](caf::error& err) {
+        auto& pending = self->state.pending;
+        auto i = pending.find(id);
+        if (i == pending.end())
+          return;
+        auto f = std::move(i->second.on_error);
+        pending.erase(i);
+        f(err);
+      });
+}
+
+caf::behavior http_bridge(bridge_actor* self, std::chrono::milliseconds timeout) {
+  self->state.timeout = timeout;
   return {
     [self](http_job& job) {
       try {
@@ -50,6 +109,18 @@ caf::behavior http_bridge(caf::event_based_actor* self) {
       } catch (const std::exception& e) {
         spdlog::error("http bridge: unexpected exception: {}", e.what());
       }
+    },
+    [self](caf::tick_atom) {
+      auto& st = self->state;
+      st.timer_armed = false;
+      auto now = bridge_state::clock::now();
+      while (!st.pending.empty() && st.pending.begin()->second.deadline <= now) {
+        auto f = std::move(st.pending.begin()->second.on_error);
+        st.pending.erase(st.pending.begin());
+        auto err = caf::make_error(caf::sec::request_timeout);
+        f(err);
+      }
+      arm_timer(self);
     },
   };
 }
@@ -190,12 +261,11 @@ caf::expected<bool> bool_param(const query_params& qp, const char* name, bool fa
 /// Sends one request to the registry from the bridge and answers the client with the reply.
 template <class... Ts>
 void ask_registry(context& ctx, request_handle req, Ts... xs) {
-  auto timeout = ctx.cfg.request_timeout();
   auto registry = ctx.registry;
-  caf::anon_send(ctx.bridge, http_job{[=](caf::event_based_actor* self) mutable {
-                   self->request(registry, timeout, std::move(xs)...)
-                     .then([req](std::string& body) { reply_ok(req, std::move(body)); },
-                           [req](caf::error& err) { reply_error(req, err); });
+  caf::anon_send(ctx.bridge, http_job{[=](bridge_actor* self) mutable {
+                   ask<std::string>(
+                     self, registry, [req](std::string& body) { reply_ok(req, std::move(body)); },
+                     [req](caf::error& err) { reply_error(req, err); }, std::move(xs)...);
                  }});
 }
 
@@ -250,20 +320,20 @@ void record(context& ctx, const sql_trace& t, const std::string* body, const caf
 /// ask_registry for SQL requests: the answer also goes to the query history.
 template <class... Ts>
 void ask_registry_traced(context& ctx, request_handle req, sql_trace trace, Ts... xs) {
-  auto timeout = ctx.cfg.request_timeout();
   auto registry = ctx.registry;
   auto* c = &ctx;
-  caf::anon_send(ctx.bridge, http_job{[=](caf::event_based_actor* self) mutable {
-                   self->request(registry, timeout, std::move(xs)...)
-                     .then(
-                       [req, trace, c](std::string& body) {
-                         record(*c, trace, &body, nullptr);
-                         reply_ok(req, std::move(body));
-                       },
-                       [req, trace, c](caf::error& err) {
-                         record(*c, trace, nullptr, &err);
-                         reply_error(req, err);
-                       });
+  caf::anon_send(ctx.bridge, http_job{[=](bridge_actor* self) mutable {
+                   ask<std::string>(
+                     self, registry,
+                     [req, trace, c](std::string& body) {
+                       record(*c, trace, &body, nullptr);
+                       reply_ok(req, std::move(body));
+                     },
+                     [req, trace, c](caf::error& err) {
+                       record(*c, trace, nullptr, &err);
+                       reply_error(req, err);
+                     },
+                     std::move(xs)...);
                  }});
 }
 
@@ -379,14 +449,15 @@ void handle_kv(context& ctx, const request_handle& req, std::string_view rest,
     return reply_error(req, kv.error(),
                        code == errc::method_not_allowed ? kv_allowed_methods(*segments) : nullptr);
   }
-  auto timeout = ctx.cfg.request_timeout();
   auto registry = ctx.registry;
   auto op = kv->op;
   caf::anon_send(ctx.bridge,
-                 http_job{[=, loc = std::move(*loc), kv = std::move(*kv)](caf::event_based_actor* self) mutable {
-                   self->request(registry, timeout, kv_atom_v, std::move(loc), std::move(kv))
-                     .then([req, op, if_none_match](kv_answer& a) { reply_kv(req, op, a, if_none_match); },
-                           [req](caf::error& err) { reply_error(req, err); });
+                 http_job{[=, loc = std::move(*loc), kv = std::move(*kv)](bridge_actor* self) mutable {
+                   ask<kv_answer>(
+                     self, registry,
+                     [req, op, if_none_match](kv_answer& a) { reply_kv(req, op, a, if_none_match); },
+                     [req](caf::error& err) { reply_error(req, err); }, kv_atom_v, std::move(loc),
+                     std::move(kv));
                  }});
 }
 
@@ -422,13 +493,12 @@ struct route {
 void handle_history(context& ctx, const request_handle& req, std::string_view rest,
                     const query_params& qp) {
   auto method = req->header().method();
-  auto timeout = ctx.cfg.request_timeout();
   auto history = ctx.history;
   auto answer = [&](auto... xs) {
-    caf::anon_send(ctx.bridge, http_job{[=](caf::event_based_actor* self) mutable {
-                     self->request(history, timeout, xs...)
-                       .then([req](std::string& body) { reply_ok(req, std::move(body)); },
-                             [req](caf::error& err) { reply_error(req, err); });
+    caf::anon_send(ctx.bridge, http_job{[=](bridge_actor* self) mutable {
+                     ask<std::string>(
+                       self, history, [req](std::string& body) { reply_ok(req, std::move(body)); },
+                       [req](caf::error& err) { reply_error(req, err); }, xs...);
                    }});
   };
   if (rest.empty()) {
@@ -599,7 +669,7 @@ http_server::start(caf::actor_system& sys, db_registry_actor registry, query_his
   p->ctx.drive_counters = std::move(drive_counters);
   p->ctx.sys = &sys;
   p->ctx.registry = std::move(registry);
-  p->ctx.bridge = sys.spawn(http_bridge);
+  p->ctx.bridge = sys.spawn(http_bridge, s.request_timeout());
   p->ctx.cfg = s;
   auto* raw = p.get();
   // RESTinio closes the connection without an answer when a hard limit is crossed; keep its
