@@ -80,7 +80,7 @@ class Daemon:
     def kill9(self):
         self.proc.kill()
         try:
-            self.proc.wait(10)
+            self.proc.wait(3)
         except subprocess.TimeoutExpired:
             # A thread of the daemon waits on its own mount for an answer its dying FUSE threads
             # will never send: abort the connection so that the process can end.
