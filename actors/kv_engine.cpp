@@ -2,6 +2,7 @@
 
 #include <sqlite3.h>
 
+#include <algorithm>
 #include <cmath>
 #include <initializer_list>
 #include <limits>
@@ -113,6 +114,11 @@ bool valid_table_name(const std::string& name) {
   return true;
 }
 
+std::string kv_table_ddl(const std::string& table) {
+  // (the history table's name is "{name}_history": valid_table_name keeps it an identifier)
+  return replace_all(replace_all(kv_store_ddl, "{table}", quoted(table)), "{name}", table);
+}
+
 kv_engine::~kv_engine() {
   attach(nullptr);
 }
@@ -161,8 +167,7 @@ caf::error kv_engine::ensure_table(const std::string& table) {
   if (!valid_table_name(table))
     return make_error(errc::invalid_parameter,
                       "table names are letters, digits and _ (64 at most, not sqlite_...)");
-  auto ddl = replace_all(replace_all(kv_store_ddl, "{table}", quoted(table)), "{name}", table);
-  // (the history table's name is "{name}_history": valid_table_name keeps it an identifier)
+  auto ddl = kv_table_ddl(table);
   char* msg = nullptr;
   if (sqlite3_exec(db_, ddl.c_str(), nullptr, nullptr, &msg) != SQLITE_OK) {
     std::string text = msg ? msg : "unknown error";
@@ -172,6 +177,7 @@ caf::error kv_engine::ensure_table(const std::string& table) {
     return make_error(errc::sql_error, "cannot create the KV table '" + table + "': " + text);
   }
   tables_.insert(table);
+  unindexed_[table] = history_index_batch; // unknown: the next group commit looks
   return caf::none;
 }
 
@@ -198,6 +204,7 @@ caf::expected<int64_t> kv_engine::apply(const std::string& table, const std::str
     sqlite3_bind_double(*h, 4, now);
     sqlite3_bind_text(*h, 5, what.source, -1, SQLITE_STATIC);
     if (sqlite3_step(*h) != SQLITE_DONE) return failure("cannot record the history");
+    ++unindexed_[table];
   }
   if (!value) {
     auto s = stmt(table, "DELETE FROM {t} WHERE key = ?1");
@@ -251,6 +258,8 @@ kv_engine::load(const std::string& table, const std::string& key, double now) {
 caf::expected<kv_answer> kv_engine::run(const kv_request& req, double now) {
   if (req.op != kv_op::sweep)
     if (auto err = ensure_table(req.table)) return err;
+  if (reads_history(req.op))
+    if (auto n = index_history(req.table, -1); !n) return std::move(n.error());
   switch (req.op) {
   case kv_op::get:
   case kv_op::head:
@@ -625,9 +634,10 @@ caf::expected<kv_answer> kv_engine::remove(const kv_request& req, double now) {
 // -- time travel --------------------------------------------------------------------------------
 
 caf::expected<kv_answer> kv_engine::history(const kv_request& req) {
-  auto s = stmt(req.table, "SELECT op_number, operation, old_value, new_value, ts, source "
-                           "FROM \"{n}_history\" WHERE key = ?1 AND (?2 = 0 OR op_number < ?2) "
-                           "ORDER BY op_number DESC LIMIT ?3");
+  auto s = stmt(req.table, "SELECT h.op_number, operation, old_value, new_value, ts, source "
+                           "FROM \"{n}_history_keys\" k JOIN \"{n}_history\" h USING (op_number) "
+                           "WHERE k.key = ?1 AND (?2 = 0 OR k.op_number < ?2) "
+                           "ORDER BY k.op_number DESC LIMIT ?3");
   if (!s) return std::move(s.error());
   reset_guard g{*s};
   bind_text(*s, 1, req.key);
@@ -684,15 +694,19 @@ caf::expected<std::optional<std::string>> kv_engine::value_at(const std::string&
   for (int pass = 0; pass < 2; ++pass) {
     const char* sql;
     if (pass == 0)
-      sql = by_op ? "SELECT new_value FROM \"{n}_history\" WHERE key = ?1 AND op_number <= ?2 "
-                    "ORDER BY op_number DESC LIMIT 1"
-                  : "SELECT new_value FROM \"{n}_history\" WHERE key = ?1 AND ts <= ?2 "
-                    "ORDER BY op_number DESC LIMIT 1";
+      sql = by_op ? "SELECT new_value FROM \"{n}_history_keys\" k JOIN \"{n}_history\" h "
+                    "USING (op_number) WHERE k.key = ?1 AND k.op_number <= ?2 "
+                    "ORDER BY k.op_number DESC LIMIT 1"
+                  : "SELECT new_value FROM \"{n}_history_keys\" k JOIN \"{n}_history\" h "
+                    "USING (op_number) WHERE k.key = ?1 AND h.ts <= ?2 "
+                    "ORDER BY k.op_number DESC LIMIT 1";
     else
-      sql = by_op ? "SELECT old_value FROM \"{n}_history\" WHERE key = ?1 AND op_number > ?2 "
-                    "ORDER BY op_number LIMIT 1"
-                  : "SELECT old_value FROM \"{n}_history\" WHERE key = ?1 AND ts > ?2 "
-                    "ORDER BY op_number LIMIT 1";
+      sql = by_op ? "SELECT old_value FROM \"{n}_history_keys\" k JOIN \"{n}_history\" h "
+                    "USING (op_number) WHERE k.key = ?1 AND k.op_number > ?2 "
+                    "ORDER BY k.op_number LIMIT 1"
+                  : "SELECT old_value FROM \"{n}_history_keys\" k JOIN \"{n}_history\" h "
+                    "USING (op_number) WHERE k.key = ?1 AND h.ts > ?2 "
+                    "ORDER BY k.op_number LIMIT 1";
     auto s = stmt(table, sql);
     if (!s) return std::move(s.error());
     reset_guard g{*s};
@@ -739,6 +753,86 @@ void append_value(std::string& out, const std::optional<std::string>& v) {
 
 } // namespace
 
+bool kv_engine::reads_history(kv_op op) {
+  switch (op) {
+  case kv_op::history:
+  case kv_op::snapshot:
+  case kv_op::at_time:
+  case kv_op::diff:
+  case kv_op::table_snapshot:
+  case kv_op::rollback_preview:
+  case kv_op::rollback:
+  case kv_op::table_rollback:
+    return true;
+  default:
+    return false;
+  }
+}
+
+caf::expected<int64_t> kv_engine::index_history(const std::string& table, int64_t limit) {
+  // AUTOINCREMENT: op_numbers only grow, so "after the mark" is exactly what is missing.
+  auto range = stmt(table, "SELECT coalesce((SELECT op_number FROM litedrive_history_indexed "
+                           "WHERE tbl = ?1), 0), "
+                           "(SELECT max(op_number) FROM (SELECT op_number FROM \"{n}_history\" "
+                           "WHERE op_number > coalesce((SELECT op_number FROM "
+                           "litedrive_history_indexed WHERE tbl = ?1), 0) "
+                           "ORDER BY op_number LIMIT ?2)), "
+                           "(SELECT count(*) FROM (SELECT 1 FROM \"{n}_history\" "
+                           "WHERE op_number > coalesce((SELECT op_number FROM "
+                           "litedrive_history_indexed WHERE tbl = ?1), 0) LIMIT ?3))");
+  if (!range) return std::move(range.error());
+  int64_t from = 0, to = 0, n = 0;
+  {
+    reset_guard g{*range};
+    bind_text(*range, 1, table);
+    sqlite3_bind_int64(*range, 2, limit);
+    sqlite3_bind_int64(*range, 3, limit < 0 ? -1 : limit + 1); // one more: are there more?
+    if (sqlite3_step(*range) != SQLITE_ROW) return failure("cannot read the history mark");
+    from = sqlite3_column_int64(*range, 0);
+    to = sqlite3_column_int64(*range, 1);
+    n = sqlite3_column_int64(*range, 2);
+  }
+  bool more = limit >= 0 && n > limit;
+  n = more ? limit : n;
+  if (n == 0) {
+    unindexed_[table] = 0;
+    return int64_t{0};
+  }
+  // In key order: the batch fills the by-key table's pages one after the other.
+  auto add = stmt(table, "INSERT OR IGNORE INTO \"{n}_history_keys\" (key, op_number) "
+                         "SELECT key, op_number FROM \"{n}_history\" "
+                         "WHERE op_number > ?1 AND op_number <= ?2 ORDER BY key, op_number");
+  if (!add) return std::move(add.error());
+  {
+    reset_guard g{*add};
+    sqlite3_bind_int64(*add, 1, from);
+    sqlite3_bind_int64(*add, 2, to);
+    if (sqlite3_step(*add) != SQLITE_DONE) return failure("cannot index the history");
+  }
+  auto mark = stmt(table, "INSERT INTO litedrive_history_indexed (tbl, op_number) VALUES (?1, ?2) "
+                          "ON CONFLICT (tbl) DO UPDATE SET op_number = excluded.op_number");
+  if (!mark) return std::move(mark.error());
+  {
+    reset_guard g{*mark};
+    bind_text(*mark, 1, table);
+    sqlite3_bind_int64(*mark, 2, to);
+    if (sqlite3_step(*mark) != SQLITE_DONE) return failure("cannot record the history mark");
+  }
+  // Rows left behind (a backlog, after an upgrade): the next group commit adds the next batch.
+  unindexed_[table] = more ? history_index_batch : 0;
+  return n;
+}
+
+caf::error kv_engine::index_history_batches() {
+  for (auto& [table, count] : unindexed_) {
+    if (count < history_index_batch || !tables_.count(table))
+      continue;
+    auto n = index_history(table, history_index_batch);
+    if (!n) return std::move(n.error());
+  }
+  return caf::none;
+}
+
 caf::error kv_engine::check_horizon(const std::string& table, bool by_op, int64_t op_number,
                                     double ts) {
   auto s = stmt(table, "SELECT op_number, ts FROM litedrive_history_horizon WHERE tbl = ?1");
@@ -780,9 +874,12 @@ caf::expected<int64_t> kv_engine::trim_history(const std::string& table, double 
     }
   }
   if (n == 0) return int64_t{0};
-  auto del = stmt(table, "DELETE FROM \"{n}_history\" WHERE op_number <= ?1");
-  if (!del) return std::move(del.error());
-  {
+  // The by-key entries first, found through the rows about to go (bounded like them).
+  for (const char* sql : {"DELETE FROM \"{n}_history_keys\" WHERE (key, op_number) IN "
+                          "(SELECT key, op_number FROM \"{n}_history\" WHERE op_number <= ?1)",
+                          "DELETE FROM \"{n}_history\" WHERE op_number <= ?1"}) {
+    auto del = stmt(table, sql);
+    if (!del) return std::move(del.error());
     reset_guard g{*del};
     sqlite3_bind_int64(*del, 1, last_op);
     if (sqlite3_step(*del) != SQLITE_DONE) return failure("cannot trim the history");
@@ -842,7 +939,7 @@ namespace {
 
 /// Every key the table holds now or has history for, in order.
 constexpr const char* all_keys_sql =
-    "SELECT key FROM {t} UNION SELECT key FROM \"{n}_history\" ORDER BY 1";
+    "SELECT key FROM {t} UNION SELECT key FROM \"{n}_history_keys\" ORDER BY 1";
 
 } // namespace
 
@@ -929,9 +1026,10 @@ caf::expected<kv_answer> kv_engine::table_rollback(const kv_request& req, double
 
 caf::expected<kv_answer> kv_engine::rollback(const kv_request& req, double now) {
   auto s =
-      stmt(req.table, "SELECT old_value, (SELECT count(*) FROM \"{n}_history\" WHERE key = ?1) "
-                      "FROM \"{n}_history\" WHERE key = ?1 "
-                      "ORDER BY op_number DESC LIMIT 1 OFFSET ?2");
+      stmt(req.table, "SELECT old_value, (SELECT count(*) FROM \"{n}_history_keys\" k2 "
+                      "JOIN \"{n}_history\" h2 USING (op_number) WHERE k2.key = ?1) "
+                      "FROM \"{n}_history_keys\" k JOIN \"{n}_history\" h USING (op_number) "
+                      "WHERE k.key = ?1 ORDER BY k.op_number DESC LIMIT 1 OFFSET ?2");
   if (!s) return std::move(s.error());
   std::optional<std::string> target;
   {

@@ -39,7 +39,10 @@ public:
   const std::set<std::string>& tables() const { return tables_; }
 
   /// Forgets which tables exist (after a rollback that may have undone a CREATE TABLE).
-  void forget_tables() { tables_.clear(); }
+  void forget_tables() {
+    tables_.clear();
+    unindexed_.clear();
+  }
 
   /// Creates the table (and its index and version trigger) if it does not exist.
   caf::error ensure_table(const std::string& table);
@@ -50,6 +53,17 @@ public:
   /// History retention, enforced by the sweep (0: unlimited).
   int64_t history_max_age_s = 0;
   int64_t history_max_rows = 0;
+
+  /// New history rows go into TABLE_history_keys in batches of this many (schema/kv_store.sql).
+  int64_t history_index_batch = 8192;
+
+  /// Adds a batch of new history rows to the by-key table of every table that has a batch
+  /// waiting; called inside the group commit's transaction, outside every request's savepoint.
+  caf::error index_history_batches();
+
+  /// Whether `op` reads a key's history (it then brings the by-key table up to date first, a
+  /// write: it runs in the group commit's write transaction).
+  static bool reads_history(kv_op op);
 
 private:
   struct current {
@@ -94,6 +108,9 @@ private:
   caf::expected<kv_answer> diff(const kv_request& req, double now);
   /// Error if `ts` (or `op_number`, when by_op) lies before what the history still holds.
   caf::error check_horizon(const std::string& table, bool by_op, int64_t op_number, double ts);
+  /// Adds up to `limit` (< 0: all) of the table's history rows that are not yet in
+  /// TABLE_history_keys, oldest first; answers how many.
+  caf::expected<int64_t> index_history(const std::string& table, int64_t limit);
   caf::expected<int64_t> trim_history(const std::string& table, double now);
   /// Every key the table holds or has history for, once `req.at_timestamp` is inside the
   /// retained history (table snapshot and table rollback walk them).
@@ -123,7 +140,13 @@ private:
   };
   std::unordered_map<literal_key, sqlite3_stmt*, literal_hash> by_literal_;
   std::set<std::string> tables_;
+  /// History rows recorded per table since its last batch went into TABLE_history_keys (as far
+  /// as this connection knows: a first batch is tried for every table it opens).
+  std::unordered_map<std::string, int64_t> unindexed_;
 };
+
+/// The KV DDL (schema/kv_store.sql) for `table`.
+std::string kv_table_ddl(const std::string& table);
 
 /// Whether `name` is acceptable as a KV table name: [A-Za-z_][A-Za-z0-9_]*, at most 64 bytes,
 /// not starting with sqlite_.

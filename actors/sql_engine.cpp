@@ -1,5 +1,6 @@
 #include "actors/sql_engine.hpp"
 
+#include <cstdlib>
 #include <sqlite3.h>
 #include <sys/stat.h>
 
@@ -189,11 +190,16 @@ caf::error sql_engine::open_rw(bool create) {
   kv_.max_batch = settings_.kv_batch_max;
   kv_.history_max_age_s = settings_.history_max_age_s;
   kv_.history_max_rows = settings_.history_max_rows;
+  kv_.history_index_batch = settings_.history_index_batch;
   auto sync = "PRAGMA synchronous=" + settings_.synchronous;
   if (auto err = exec_internal(sync.c_str())) {
     spdlog::warn("{}: {}", loc_.name, caf::to_string(err));
   }
   spdlog::debug("opened {} read-write ({})", loc_.name, loc_.open_path);
+  if (const char* ck = std::getenv("LD_CKPT")) {
+    auto p = std::string{"PRAGMA wal_autocheckpoint="} + ck;
+    (void)exec_internal(p.c_str());
+  }
   return caf::none;
 }
 
@@ -528,7 +534,7 @@ double unix_now() {
 
 bool op_writes(const db_op& op) {
   if (auto* kv = std::get_if<kv_request>(&op))
-    return is_write(kv->op);
+    return is_write(kv->op) || kv_engine::reads_history(kv->op);
   return true; // an SQL transaction may write (a read-only one is cheap in the group as well)
 }
 
@@ -567,6 +573,20 @@ caf::error sql_engine::run_write(const db_op& op, op_outcome& out) {
     return err;
   out.answer = std::move(*res);
   return caf::none;
+}
+
+void sql_engine::index_history_batches() {
+  // Upkeep, not part of any request: if it fails, the group still commits (the rows wait for
+  // the next batch, and every read of a key's history catches up first anyway).
+  if (exec_control("SAVEPOINT litedrive_index"))
+    return;
+  if (auto err = kv_.index_history_batches()) {
+    spdlog::warn("{}: history by key: {}", loc_.name, caf::to_string(err));
+    if (!sqlite3_get_autocommit(rw_))
+      exec_control("ROLLBACK TO litedrive_index");
+  }
+  if (!sqlite3_get_autocommit(rw_))
+    exec_control("RELEASE litedrive_index");
 }
 
 void sql_engine::run_reads(const std::vector<db_op>& group, const std::vector<size_t>& reads,
@@ -654,6 +674,8 @@ std::vector<op_outcome> sql_engine::execute_group(const std::vector<db_op>& grou
       todo = std::move(next);
       continue;
     }
+    if (!succeeded.empty())
+      index_history_batches();
     if (auto err = exec_control("COMMIT")) {
       exec_control("ROLLBACK");
       for (auto i : succeeded) {
@@ -752,16 +774,8 @@ caf::expected<std::string> sql_engine::create(bool init_kv, const std::string& j
   std::string ddl;
   if (!existed)
     ddl = "BEGIN IMMEDIATE; CREATE TABLE __litedrive_init(x); DROP TABLE __litedrive_init; COMMIT;";
-  if (init_kv) {
-    std::string kv = kv_store_ddl;
-    auto replace_all = [&kv](std::string_view from, std::string_view to) {
-      for (size_t pos = kv.find(from); pos != std::string::npos; pos = kv.find(from, pos + to.size()))
-        kv.replace(pos, from.size(), to);
-    };
-    replace_all("{table_index_expires}", "\"kv_store_expires\"");
-    replace_all("{table}", "\"kv_store\"");
-    ddl += kv;
-  }
+  if (init_kv)
+    ddl += kv_table_ddl("kv_store");
   if (!ddl.empty()) {
     if (auto err = exec_internal(ddl.c_str())) {
       exec_control("ROLLBACK");

@@ -68,6 +68,8 @@ private:
   caf::error validate(const sql_txn& txn) const;
   caf::error run_txn(const sql_txn& txn, std::string& out);
   caf::error run_write(const db_op& op, op_outcome& out);
+  /// Adds waiting history rows to the by-key history (best effort, inside the group commit).
+  void index_history_batches();
   void run_reads(const std::vector<db_op>& group, const std::vector<size_t>& reads,
                  std::vector<op_outcome>& outcomes);
   caf::error run_item(const sql_item& item, int32_t index, std::string& out);

@@ -188,6 +188,13 @@ const std::vector<option_def>& option_table() {
     {"history-max-rows", "N", "KV history rows kept per table, the oldest go first (0: all)",
      [](options& o, const std::string& v) { return parse_number("history-max-rows", v, o.cfg.history_max_rows); },
      [](const options& o) { return std::to_string(o.cfg.history_max_rows); }},
+    {"history-index-batch", "N", "new KV history rows are added to the by-key history in batches of N (N >= 1)",
+     [](options& o, const std::string& v) -> caf::error {
+       if (auto err = parse_number("history-index-batch", v, o.cfg.history_index_batch)) return err;
+       if (o.cfg.history_index_batch < 1) return bad("--history-index-batch must be at least 1");
+       return caf::none;
+     },
+     [](const options& o) { return std::to_string(o.cfg.history_index_batch); }},
     {"lock-wait-max-ms", "MS", "longest wait litedrive adds to a non-blocking lock request (then EAGAIN)",
      [](options& o, const std::string& v) { return parse_ms("lock-wait-max-ms", v, o.cfg.lock_wait_max); },
      [](const options& o) { return std::to_string(o.cfg.lock_wait_max.count()); }},

@@ -48,6 +48,7 @@ struct settings {
   std::chrono::milliseconds kv_sweep{1000};  ///< how often expired keys are deleted
   int64_t history_max_age_s = 30 * 24 * 3600;  ///< KV history older than this is deleted (0: keep)
   int64_t history_max_rows = 1000000;          ///< per table, the oldest beyond this (0: keep)
+  int64_t history_index_batch = 8192;  ///< history rows added to TABLE_history_keys at a time
 
   // -- the drive --
   std::chrono::milliseconds lock_wait_max{30000};  ///< cap on waits litedrive adds to F_SETLK

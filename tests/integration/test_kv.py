@@ -524,6 +524,112 @@ class HistoryRetentionAndRestart(unittest.TestCase):
             d.cleanup()
 
 
+class HistoryByKey(unittest.TestCase):
+    """A key's history is read through kv_store_history_keys, which litedrive fills in batches
+    (--history-index-batch) and brings up to date before every read of a key's history."""
+
+    def kv(self, d, method, key, body=None, db="hk", **params):
+        params["db"] = db
+        return d.request(method, f"/api/v1/sqlite/kv/{key}?" + urllib.parse.urlencode(params),
+                         None if body is None else json.dumps(body))
+
+    def test_reads_see_rows_before_and_after_a_batch(self):
+        with Daemon("--history-index-batch=4", mount=True) as d:
+            d.create("hk")
+            db = os.path.join(d.store, "hk.db")
+            expected = {"a": [], "b": []}
+            for i in range(11):                      # two full batches and a tail of 3
+                key = "a" if i % 3 else "b"
+                status, body, _, _ = self.kv(d, "PUT", key, {"i": i})
+                self.assertEqual(status, 200, body)
+                expected[key].append({"i": i})
+            con = sqlite3.connect(db)
+            indexed = con.execute("SELECT count(*) FROM kv_store_history_keys").fetchone()[0]
+            total = con.execute("SELECT count(*) FROM kv_store_history").fetchone()[0]
+            con.close()
+            self.assertEqual(total, 11)
+            self.assertLess(indexed, total)           # the tail waits for its batch...
+            self.assertGreaterEqual(indexed, 4)       # ...the full batches did not
+            for key, values in expected.items():     # ...and reads see every row all the same
+                h = self.kv(d, "GET", key + "/history")[1]["history"]
+                self.assertEqual([e["new_value"] for e in h], values[::-1])
+                ops = [e["op_number"] for e in h]
+                for op, value in zip(ops, values[::-1]):
+                    self.assertEqual(self.kv(d, "GET", key + "/snapshot", op_number=op)[1], value)
+            con = sqlite3.connect(db)
+            self.assertEqual(con.execute("SELECT count(*) FROM kv_store_history_keys").fetchone()[0], 11)
+            self.assertEqual(con.execute("SELECT op_number FROM litedrive_history_indexed "
+                                         "WHERE tbl = 'kv_store'").fetchone()[0],
+                             con.execute("SELECT max(op_number) FROM kv_store_history").fetchone()[0])
+            con.close()
+            # A change after the catch-up is in the tail again, and a rollback finds it.
+            self.kv(d, "PUT", "a", {"i": 99})
+            self.assertEqual(self.kv(d, "POST", "a/rollback")[1]["value"], expected["a"][-1])
+            self.assertEqual(self.kv(d, "POST", "a/rollback", steps=3)[1]["value"], expected["a"][-2])
+
+    def test_a_database_with_the_old_history_index_is_migrated(self):
+        with Daemon(mount=True) as d:
+            d.create("old")
+            con = sqlite3.connect(os.path.join(d.mount, "old.db"))
+            con.executescript("""
+                CREATE TABLE kv_store (key TEXT NOT NULL PRIMARY KEY, value TEXT NOT NULL,
+                  version INTEGER NOT NULL DEFAULT 1, expires_at REAL, updated_at REAL NOT NULL
+                  DEFAULT 0) WITHOUT ROWID;
+                CREATE TABLE kv_store_history (op_number INTEGER PRIMARY KEY AUTOINCREMENT,
+                  key TEXT NOT NULL, operation TEXT NOT NULL, old_value TEXT, new_value TEXT,
+                  ts REAL NOT NULL, source TEXT NOT NULL);
+                CREATE INDEX kv_store_history_key ON kv_store_history(key, op_number);
+                CREATE INDEX kv_store_history_ts ON kv_store_history(ts);
+                INSERT INTO kv_store (key, value, version, updated_at) VALUES ('k', '3', 3, 3);
+                INSERT INTO kv_store_history (key, operation, old_value, new_value, ts, source)
+                  VALUES ('k', 'set', NULL, '1', 1, 'http'), ('k', 'set', '1', '2', 2, 'http'),
+                         ('k', 'set', '2', '3', 3, 'http');
+            """)
+            con.close()
+            h = self.kv(d, "GET", "k/history", db="old")[1]["history"]
+            self.assertEqual([e["new_value"] for e in h], [3, 2, 1])
+            self.assertEqual(self.kv(d, "GET", "k", db="old", at_timestamp=2.5)[1], 2)
+            con = sqlite3.connect(os.path.join(d.mount, "old.db"))
+            names = {n for (n,) in con.execute("SELECT name FROM sqlite_master")}
+            con.close()
+            self.assertNotIn("kv_store_history_key", names)
+            self.assertIn("kv_store_history_keys", names)
+
+    def test_retention_removes_by_key_entries_with_their_rows(self):
+        with Daemon("--kv-sweep-ms=100", "--history-max-rows=5", "--history-index-batch=2",
+                    mount=True) as d:
+            d.create("hk")
+            for i in range(12):
+                self.kv(d, "PUT", f"k{i % 2}", i)
+            self.kv(d, "GET", "k0/history")          # everything is by key now
+            deadline = time.time() + 5
+            db = os.path.join(d.store, "hk.db")
+            while time.time() < deadline:
+                con = sqlite3.connect(db)
+                rows = con.execute("SELECT count(*) FROM kv_store_history").fetchone()[0]
+                con.close()
+                if rows <= 5:
+                    break
+                time.sleep(0.05)
+            con = sqlite3.connect(db)
+            kept = con.execute("SELECT key, op_number FROM kv_store_history ORDER BY 1, 2").fetchall()
+            by_key = con.execute("SELECT key, op_number FROM kv_store_history_keys ORDER BY 1, 2").fetchall()
+            con.close()
+            self.assertEqual(len(kept), 5)
+            self.assertEqual(by_key, kept)
+            self.assertEqual([e["new_value"] for e in self.kv(d, "GET", "k1/history")[1]["history"]],
+                             [11, 9, 7])
+
+    def test_bad_batch_size_is_refused(self):
+        d = Daemon("--history-index-batch=0")
+        try:
+            with self.assertRaises(RuntimeError) as ctx:
+                d.start()
+            self.assertIn("history-index-batch must be at least 1", str(ctx.exception))
+        finally:
+            d.cleanup()
+
+
 class KillDuringWriteStorm(unittest.TestCase):
     def test_every_acknowledged_set_survives_kill9_of_the_daemon(self):
         """litedrive writes a group commit's WAL frames in one write at the commit (wal_vfs):
