@@ -195,6 +195,7 @@ caf::error sql_engine::open_rw(bool create) {
   if (auto err = exec_internal(sync.c_str())) {
     spdlog::warn("{}: {}", loc_.name, caf::to_string(err));
   }
+  sqlite3_wal_autocheckpoint(db, settings_.wal_autocheckpoint);
   spdlog::debug("opened {} read-write ({})", loc_.name, loc_.open_path);
   if (const char* ck = std::getenv("LD_CKPT")) {
     auto p = std::string{"PRAGMA wal_autocheckpoint="} + ck;

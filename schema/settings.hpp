@@ -42,6 +42,8 @@ struct settings {
   /// A commit's WAL frames are written to the file in one write of up to this many bytes
   /// (actors/wal_vfs.hpp); 0: one write per frame header and page, as SQLite does by itself.
   size_t wal_write_buffer = 1u << 20;
+  /// WAL pages after which litedrive's writer checkpoints (SQLite's wal_autocheckpoint; 0: never)
+  int wal_autocheckpoint = 10000;
 
   // -- key-value store --
   size_t kv_batch_max = 100;               ///< keys per batch request
