@@ -65,6 +65,19 @@ caf::result<std::string> forward(self_ptr self, Ts&&... xs) {
   return rp;
 }
 
+/// Answers one operation of a group: its response promise or its sink.
+void deliver(caf::typed_response_promise<std::string>& rp, op_outcome&& outcome) {
+  if (outcome.error)
+    rp.deliver(std::move(outcome.error));
+  else
+    rp.deliver(std::move(outcome.answer.body));
+}
+
+void deliver(op_reply_sink_ptr& sink, op_outcome&& outcome) {
+  sink->reply(std::move(outcome));
+  sink.reset();
+}
+
 /// Re-arms the expiry sweep of the KV store.
 void arm_sweep(self_ptr self) {
   auto& st = self->state;
@@ -112,13 +125,9 @@ void commit_next_group(self_ptr self) {
                   spdlog::warn("{}: {}", self->state.loc.name,
                                caf::to_string(outcomes[i].error));
               } else if (i >= outcomes.size()) {
-                rp.deliver(make_error(errc::internal_error, "missing group outcome"));
-              } else if (!ok) {
-                rp.deliver(std::move(outcomes[i].error));
-              } else if constexpr (std::is_same_v<type, caf::typed_response_promise<std::string>>) {
-                rp.deliver(std::move(outcomes[i].answer.body));
+                deliver(rp, op_outcome{{}, make_error(errc::internal_error, "missing group outcome")});
               } else {
-                rp.deliver(std::move(outcomes[i].answer));
+                deliver(rp, std::move(outcomes[i]));
               }
             },
             promises[i]);
@@ -130,7 +139,7 @@ void commit_next_group(self_ptr self) {
           std::visit(
             [&](auto& rp) {
               if constexpr (!std::is_same_v<std::decay_t<decltype(rp)>, std::monostate>)
-                rp.deliver(err);
+                deliver(rp, op_outcome{{}, err});
             },
             p);
           finished(self, started, false);
@@ -201,7 +210,7 @@ database_actor::behavior_type database(self_ptr self, db_location loc, settings 
       commit_next_group(self);
       return rp;
     },
-    [self](kv_atom, kv_request& req) -> caf::result<kv_answer> {
+    [self](kv_atom, kv_request& req, op_reply_sink_ptr& sink) {
       auto& st = self->state;
       ++st.requests;
       ++st.in_flight;
@@ -209,10 +218,8 @@ database_actor::behavior_type database(self_ptr self, db_location loc, settings 
         st.kv_used = true;
         arm_sweep(self);
       }
-      auto rp = self->make_response_promise<kv_answer>();
-      st.queue.push_back({db_op{std::move(req)}, rp});
+      st.queue.push_back({db_op{std::move(req)}, std::move(sink)});
       commit_next_group(self);
-      return rp;
     },
     [self](sweep_atom) {
       auto& st = self->state;

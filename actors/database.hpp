@@ -20,12 +20,11 @@
 namespace litedrive {
 
 struct database_state {
-  /// An operation waiting for the next group commit, and whom to answer (nobody for the
-  /// actor's own work, such as the expiry sweep).
+  /// An operation waiting for the next group commit, and whom to answer: nobody for the
+  /// actor's own work (the expiry sweep), a response promise for SQL, a sink for KV requests.
   struct queued_op {
     db_op op;
-    std::variant<std::monostate, caf::typed_response_promise<std::string>,
-                 caf::typed_response_promise<kv_answer>>
+    std::variant<std::monostate, caf::typed_response_promise<std::string>, op_reply_sink_ptr>
       promise;
   };
 

@@ -151,8 +151,8 @@ db_registry_actor::behavior_type db_registry(self_ptr self, settings s) {
            std::string& journal_mode) -> caf::result<std::string> {
       return self->delegate(route(self, loc), atm, init_kv, std::move(journal_mode));
     },
-    [self](kv_atom atm, db_location& loc, kv_request& req) -> caf::result<kv_answer> {
-      return self->delegate(route(self, loc), atm, std::move(req));
+    [self](kv_atom atm, db_location& loc, kv_request& req, op_reply_sink_ptr& sink) {
+      self->send(route(self, loc), atm, std::move(req), std::move(sink));
     },
     [self](caf::get_atom, db_location& loc) { return route(self, loc); },
     // -- the drive's lock traffic --

@@ -10,7 +10,10 @@
 #include <atomic>
 #include <chrono>
 #include <functional>
+#include <deque>
 #include <map>
+#include <memory>
+#include <mutex>
 #include <string>
 
 #include <caf/all.hpp>
@@ -29,6 +32,59 @@ namespace litedrive {
 
 // == 1. the bridge actor =========================================================================
 
+namespace {
+class kv_sink;
+
+/// Answers a KV request SERVICE_TIMEOUT unless its answer came first.
+void answer_late(kv_sink& sink);
+} // namespace
+
+/// The KV requests waiting for a database actor's answer (through their sink), oldest first,
+/// for the bridge's timer. They all have the same timeout, so arrival order is deadline order.
+/// Entries whose sink is gone (answered and dropped) leave from the front as new ones arrive,
+/// so the list holds little more than what is in flight.
+class sink_deadlines {
+public:
+  using clock = std::chrono::steady_clock;
+
+  /// Adds one; true when the bridge has no timer for the list yet and must be told.
+  bool add(clock::time_point deadline, std::weak_ptr<kv_sink> sink) {
+    std::lock_guard<std::mutex> guard{mtx_};
+    while (!entries_.empty() && entries_.front().second.expired())
+      entries_.pop_front();
+    entries_.emplace_back(deadline, std::move(sink));
+    return !std::exchange(armed_, true);
+  }
+
+  /// Takes out the expired ones still waiting for an answer. Once the list is empty, the next
+  /// add tells the bridge again.
+  std::vector<std::shared_ptr<kv_sink>> expire(clock::time_point now) {
+    std::vector<std::shared_ptr<kv_sink>> late;
+    std::lock_guard<std::mutex> guard{mtx_};
+    while (!entries_.empty()
+           && (entries_.front().second.expired() || entries_.front().first <= now)) {
+      if (auto sink = entries_.front().second.lock())
+        late.push_back(std::move(sink));
+      entries_.pop_front();
+    }
+    if (entries_.empty())
+      armed_ = false;
+    return late;
+  }
+
+  std::optional<clock::time_point> earliest() {
+    std::lock_guard<std::mutex> guard{mtx_};
+    if (entries_.empty())
+      return std::nullopt;
+    return entries_.front().first;
+  }
+
+private:
+  std::mutex mtx_;
+  std::deque<std::pair<clock::time_point, std::weak_ptr<kv_sink>>> entries_;
+  bool armed_ = false;  ///< the bridge knows the list is not empty
+};
+
 /// What the bridge keeps of the requests it waits for. CAF's own request timeouts wake its clock
 /// thread twice per request (one timer set, one cancelled, each under a mutex with a condition
 /// variable): at tens of thousands of requests per second on two cores that cost more CPU than
@@ -43,6 +99,7 @@ struct bridge_state {
   std::chrono::milliseconds timeout{0};
   uint64_t next_id = 0;
   std::map<uint64_t, waiting> pending; ///< by id, which is also by deadline
+  std::shared_ptr<class sink_deadlines> sinks; ///< KV requests, answered through sinks
   bool timer_armed = false;
   static inline const char* name = "litedrive.http_bridge";
 };
@@ -65,11 +122,16 @@ namespace {
 
 void arm_timer(bridge_actor* self) {
   auto& st = self->state;
-  if (st.timer_armed || st.pending.empty())
+  if (st.timer_armed)
+    return;
+  auto next = st.sinks->earliest();
+  if (!st.pending.empty() && (!next || st.pending.begin()->second.deadline < *next))
+    next = st.pending.begin()->second.deadline;
+  if (!next)
     return;
   st.timer_armed = true;
   using namespace std::chrono;
-  auto wait = duration_cast<milliseconds>(st.pending.begin()->second.deadline - bridge_state::clock::now());
+  auto wait = duration_cast<milliseconds>(*next - bridge_state::clock::now());
   self->delayed_send(self, std::max(wait, milliseconds{0}) + milliseconds{1}, caf::tick_atom_v);
 }
 
@@ -100,8 +162,10 @@ void ask(bridge_actor* self, const Dest& dest, OnValue on_value, OnError on_erro
       });
 }
 
-caf::behavior http_bridge(bridge_actor* self, std::chrono::milliseconds timeout) {
+caf::behavior http_bridge(bridge_actor* self, std::chrono::milliseconds timeout,
+                          std::shared_ptr<sink_deadlines> sinks) {
   self->state.timeout = timeout;
+  self->state.sinks = std::move(sinks);
   return {
     [self](http_job& job) {
       try {
@@ -120,8 +184,12 @@ caf::behavior http_bridge(bridge_actor* self, std::chrono::milliseconds timeout)
         auto err = caf::make_error(caf::sec::request_timeout);
         f(err);
       }
+      for (auto& sink : st.sinks->expire(now))
+        answer_late(*sink);
       arm_timer(self);
     },
+    // A KV request is waiting on an empty list: the timer must cover it.
+    [self](sweep_atom) { arm_timer(self); },
   };
 }
 
@@ -212,6 +280,7 @@ struct context {
   db_registry_actor registry;
   query_history_actor history;
   caf::actor bridge;
+  std::shared_ptr<sink_deadlines> sinks = std::make_shared<sink_deadlines>();
   settings cfg;
   std::function<std::string()> drive_counters;
   std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
@@ -424,6 +493,57 @@ void reply_kv(const request_handle& req, kv_op op, const kv_answer& a,
   resp.done();
 }
 
+/// Where a database actor answers one KV request: straight to the HTTP client, from the actor's
+/// thread, with no request/response pair through the bridge. Exactly one answer wins: the
+/// actor's, the bridge's timeout (504), or, if the sink is dropped unanswered, UNAVAILABLE.
+class kv_sink final : public op_reply_sink {
+public:
+  kv_sink(request_handle req, kv_op op, std::optional<std::string> if_none_match)
+    : req_(std::move(req)), op_(op), if_none_match_(std::move(if_none_match)) {
+  }
+
+  ~kv_sink() override {
+    if (claim())
+      answer_error(make_error(errc::unavailable, "the database actor stopped before answering"));
+  }
+
+  void reply(op_outcome&& outcome) override {
+    if (!claim())
+      return;
+    if (outcome.error)
+      answer_error(outcome.error);
+    else
+      reply_kv(req_, op_, outcome.answer, if_none_match_);
+  }
+
+  void expire() {
+    if (claim())
+      answer_error(caf::make_error(caf::sec::request_timeout));
+  }
+
+private:
+  bool claim() {
+    return !answered_.exchange(true, std::memory_order_acq_rel);
+  }
+
+  void answer_error(const caf::error& err) noexcept {
+    try {
+      reply_error(req_, err);
+    } catch (const std::exception& e) {
+      spdlog::warn("cannot answer a KV request: {}", e.what());
+    }
+  }
+
+  request_handle req_;
+  kv_op op_;
+  std::optional<std::string> if_none_match_;
+  std::atomic<bool> answered_{false};
+};
+
+void answer_late(kv_sink& sink) {
+  sink.expire();
+}
+
 void handle_kv(context& ctx, const request_handle& req, std::string_view rest,
                const query_params& qp) {
   auto segments = kv_segments(rest);
@@ -449,16 +569,13 @@ void handle_kv(context& ctx, const request_handle& req, std::string_view rest,
     return reply_error(req, kv.error(),
                        code == errc::method_not_allowed ? kv_allowed_methods(*segments) : nullptr);
   }
-  auto registry = ctx.registry;
-  auto op = kv->op;
-  caf::anon_send(ctx.bridge,
-                 http_job{[=, loc = std::move(*loc), kv = std::move(*kv)](bridge_actor* self) mutable {
-                   ask<kv_answer>(
-                     self, registry,
-                     [req, op, if_none_match](kv_answer& a) { reply_kv(req, op, a, if_none_match); },
-                     [req](caf::error& err) { reply_error(req, err); }, kv_atom_v, std::move(loc),
-                     std::move(kv));
-                 }});
+  // Not make_shared: the deadline list holds a weak_ptr, which would keep a make_shared
+  // object's memory (and with it the request's) until the entry leaves the list.
+  std::shared_ptr<kv_sink> sink{new kv_sink{req, kv->op, std::move(if_none_match)}};
+  if (ctx.sinks->add(sink_deadlines::clock::now() + ctx.cfg.request_timeout(), sink))
+    caf::anon_send(ctx.bridge, sweep_atom_v);
+  caf::anon_send(ctx.registry, kv_atom_v, std::move(*loc), std::move(*kv),
+                 op_reply_sink_ptr{std::move(sink)});
 }
 
 void handle_health(context& ctx, const request_handle& req) {
@@ -669,7 +786,7 @@ http_server::start(caf::actor_system& sys, db_registry_actor registry, query_his
   p->ctx.drive_counters = std::move(drive_counters);
   p->ctx.sys = &sys;
   p->ctx.registry = std::move(registry);
-  p->ctx.bridge = sys.spawn(http_bridge, s.request_timeout());
+  p->ctx.bridge = sys.spawn(http_bridge, s.request_timeout(), p->ctx.sinks);
   p->ctx.cfg = s;
   auto* raw = p.get();
   // RESTinio closes the connection without an answer when a hard limit is crossed; keep its

@@ -24,6 +24,7 @@ CAF_ALLOW_UNSAFE_MESSAGE_TYPE(std::vector<litedrive::db_op>)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(std::vector<litedrive::op_outcome>)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(litedrive::kv_request)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(litedrive::kv_answer)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(litedrive::op_reply_sink_ptr)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(litedrive::query_record)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(litedrive::lock_request)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(litedrive::lock_reply_sink_ptr)
@@ -70,8 +71,8 @@ using sql_actor = caf::typed_actor<
   caf::replies_to<create_atom, bool, std::string>::with<std::string>,
   // Answers this database's counters as a JSON object.
   caf::replies_to<stats_atom>::with<std::string>,
-  // A key-value request (reads and writes join the group commit).
-  caf::replies_to<kv_atom, kv_request>::with<kv_answer>>;
+  // A key-value request (reads and writes join the group commit); the outcome goes to the sink.
+  caf::reacts_to<kv_atom, kv_request, op_reply_sink_ptr>>;
 
 /// The per-database actor: SQL work (forwarded to its worker) plus its own life cycle.
 using database_actor = sql_actor::extend<
@@ -111,7 +112,7 @@ using db_registry_actor = caf::typed_actor<
   caf::replies_to<exec_atom, db_location, sql_txn>::with<std::string>,
   caf::replies_to<query_atom, db_location, std::string>::with<std::string>,
   caf::replies_to<create_atom, db_location, bool, std::string>::with<std::string>,
-  caf::replies_to<kv_atom, db_location, kv_request>::with<kv_answer>,
+  caf::reacts_to<kv_atom, db_location, kv_request, op_reply_sink_ptr>,
   // The drive's lock traffic, routed to the database's actor (spawned if needed for lock and
   // getlk; the others go only to an actor that exists, or are acknowledged at once).
   caf::reacts_to<lock_atom, db_location, lock_request, lock_reply_sink_ptr>,

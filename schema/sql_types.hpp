@@ -2,6 +2,7 @@
 // Plain data carried by messages between the front ends and the database actors.
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <utility>
 #include <variant>
@@ -47,6 +48,19 @@ struct op_outcome {
   kv_answer answer;
   caf::error error;
 };
+
+/// Where the outcome of one group-commit operation goes when the front end that asked has no
+/// actor of its own to receive a response (the HTTP server answers its client from here, without
+/// a request/response pair through CAF per operation). The database actor calls reply() exactly
+/// once, on its own thread. A sink destroyed unanswered (its message was dropped, its actor died)
+/// answers UNAVAILABLE by itself, so no client waits for an answer that cannot come.
+class op_reply_sink {
+public:
+  virtual ~op_reply_sink() = default;
+  virtual void reply(op_outcome&& outcome) = 0;
+};
+
+using op_reply_sink_ptr = std::shared_ptr<op_reply_sink>;
 
 /// Where a database lives. `key` is the canonical backing path (what the registry maps to one
 /// actor); `open_path` is the path litedrive's own SQLite connection opens (the backing file, or

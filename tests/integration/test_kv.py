@@ -478,6 +478,38 @@ if __name__ == "__main__":
     unittest.main()
 
 
+class KVTimeouts(unittest.TestCase):
+    def test_a_kv_request_stuck_behind_slow_sql_is_answered_504_and_the_connection_goes_on(self):
+        # KV answers come back through a sink, not a CAF request: the bridge's one timer must
+        # still answer a request that waits longer than the request timeout (300 + 300 ms +
+        # 2 s = 2.6 s), exactly once, and the late answer must never reach the connection.
+        forever = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c"
+        with Daemon("--statement-timeout-ms=300", "--busy-timeout-ms=300") as d:
+            status, body, _, _ = d.create("slow", init_kv=True)
+            self.assertEqual(status, 200, body)
+            self.assertEqual(d.request("PUT", "/api/v1/sqlite/kv/k?db=slow", {"v": 1})[0], 200)
+            conn = d.connection()
+            with concurrent.futures.ThreadPoolExecutor(13) as pool:
+                slow = [pool.submit(d.query, "slow", forever) for _ in range(12)]
+                time.sleep(0.3)  # the queries are at the worker; the GET queues behind them
+                started = time.monotonic()
+                got = pool.submit(d.request, "GET", "/api/v1/sqlite/kv/k?db=slow", None, None, conn).result()
+                waited = time.monotonic() - started
+                for f in slow:
+                    f.result()
+            status, body, _, _ = got
+            self.assertEqual(status, 504, body)
+            self.assertEqual(body["error"]["code"], "SERVICE_TIMEOUT")
+            self.assertGreater(waited, 2.0)
+            # The same connection gets its own next answer, not the late one of the GET above.
+            time.sleep(1.0)
+            status, body, _, headers = d.request("PUT", "/api/v1/sqlite/kv/k?db=slow", {"v": 2}, conn=conn)
+            self.assertEqual(status, 200, body)
+            status, body, _, _ = d.request("GET", "/api/v1/sqlite/kv/k?db=slow", conn=conn)
+            self.assertEqual((status, body), (200, {"v": 2}))
+            conn.close()
+
+
 class HistoryRetentionAndRestart(unittest.TestCase):
     def test_retention_boundary_errors_and_restart_keeps_history(self):
         d = Daemon("--kv-sweep-ms=100", "--history-max-rows=5", mount=True)
