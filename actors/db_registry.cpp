@@ -152,7 +152,9 @@ db_registry_actor::behavior_type db_registry(self_ptr self, settings s) {
       return self->delegate(route(self, loc), atm, init_kv, std::move(journal_mode));
     },
     [self](kv_atom atm, db_location& loc, kv_request& req, op_reply_sink_ptr& sink) {
-      self->send(route(self, loc), atm, std::move(req), std::move(sink));
+      auto db = route(self, loc);
+      sink->learn_route(caf::actor_cast<caf::actor>(db));
+      self->send(db, atm, std::move(req), std::move(sink));
     },
     [self](caf::get_atom, db_location& loc) { return route(self, loc); },
     // -- the drive's lock traffic --

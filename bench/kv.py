@@ -7,7 +7,7 @@ store; redis-benchmark drives it with 50 connections over 10,000 random keys. li
 by wrk with 50 connections over the same key space: SET changes the value on every request (SQLite
 skips writing an identical value), INCR, GET. Printed: a Markdown table with the ratios.
 
-usage: bench/kv.py [--seconds 10] [--no-drive]
+usage: bench/kv.py [--seconds 10] [--no-drive] [--daemon-arg=--http-threads=2 ...]
 """
 import argparse
 import csv
@@ -107,8 +107,8 @@ def redis(base, seconds):
         proc.wait()
 
 
-def litedrive(base, seconds, drive):
-    args = ["--log-level=warn"]
+def litedrive(base, seconds, drive, extra=()):
+    args = ["--log-level=warn", *extra]
     d = Daemon(*args, store=os.path.join(base, "store"), mount=drive)
     d.start()
     try:
@@ -142,14 +142,18 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=int, default=10)
     ap.add_argument("--no-drive", action="store_true", help="litedrive without the FUSE mount")
+    ap.add_argument("--daemon-arg", action="append", default=[],
+                    help="one more option for litedrive (repeatable), e.g. --daemon-arg=--http-threads=2")
     args = ap.parse_args()
     base = tempfile.mkdtemp(prefix="litedrive-kvbench-", dir=os.environ.get("BENCH_DIR", "/var/tmp"))
     try:
         r = redis(base, args.seconds)
-        l, group = litedrive(base, args.seconds, not args.no_drive)
+        l, group = litedrive(base, args.seconds, not args.no_drive, args.daemon_arg)
     finally:
         shutil.rmtree(base, ignore_errors=True)
     mode = "without the drive" if args.no_drive else "through the drive (default)"
+    if args.daemon_arg:
+        mode += " with " + " ".join(args.daemon_arg)
     print(f"50 connections, {KEYS} random keys, {args.seconds} s per test; litedrive {mode}; "
           f"average group commit: {group:.1f} requests")
     print("| operation | Redis ops/s (p50 / p99 ms) | litedrive ops/s (p50 / p99 ms) | litedrive / Redis | errors | target |")

@@ -8,6 +8,7 @@
 #include <variant>
 #include <vector>
 
+#include <caf/actor.hpp>
 #include <caf/error.hpp>
 
 #include "schema/kv_types.hpp"
@@ -58,6 +59,12 @@ class op_reply_sink {
 public:
   virtual ~op_reply_sink() = default;
   virtual void reply(op_outcome&& outcome) = 0;
+  /// The registry tells the sender which actor serves this database, so that its next requests
+  /// can skip the registry for a while (see the HTTP server's route cache). Default: not
+  /// interested.
+  virtual void learn_route(const caf::actor& database) {
+    // nothing
+  }
 };
 
 using op_reply_sink_ptr = std::shared_ptr<op_reply_sink>;

@@ -510,6 +510,34 @@ class KVTimeouts(unittest.TestCase):
             conn.close()
 
 
+class KVRoutes(unittest.TestCase):
+    def test_a_database_in_use_is_never_closed_and_an_unused_one_is(self):
+        # KV requests skip the registry on a route learned from it, for a quarter of
+        # idle-close-ms at most: the registry must still see a database in use as in use, and
+        # close it once it is not.
+        with Daemon("--idle-close-ms=400") as d:
+            self.assertEqual(d.create("routes", init_kv=True)[0], 200)
+            conn = d.connection()
+            until = time.monotonic() + 2.5
+            n = 0
+            while time.monotonic() < until:
+                status, body, _, _ = d.request("POST", "/api/v1/sqlite/kv/c/incr?db=routes", conn=conn)
+                self.assertEqual(status, 200, body)
+                n += 1
+                time.sleep(0.01)
+            conn.close()
+            _, stats, _, _ = d.request("GET", "/api/v1/sqlite/health/cache")
+            self.assertEqual(stats["spawned"], 1, stats)  # used all along: never closed
+            self.assertEqual(d.request("GET", "/api/v1/sqlite/kv/c?db=routes")[1], n)
+            time.sleep(1.5)
+            _, stats, _, _ = d.request("GET", "/api/v1/sqlite/health/cache")
+            self.assertEqual(stats["open"], 0, stats)  # unused: closed
+            # The next request finds it again (a new actor), with nothing lost.
+            self.assertEqual(d.request("GET", "/api/v1/sqlite/kv/c?db=routes")[1], n)
+            _, stats, _, _ = d.request("GET", "/api/v1/sqlite/health/cache")
+            self.assertEqual(stats["spawned"], 2, stats)
+
+
 class HistoryRetentionAndRestart(unittest.TestCase):
     def test_retention_boundary_errors_and_restart_keeps_history(self):
         d = Daemon("--kv-sweep-ms=100", "--history-max-rows=5", mount=True)
