@@ -15,6 +15,7 @@
 #include <caf/actor_system_config.hpp>
 #include <caf/all.hpp>
 #include <caf/io/middleman.hpp>
+#include <sqlite3.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
@@ -79,6 +80,9 @@ int main(int argc, char** argv) {
     return 0;
   }
   setup_logging(opts.cfg.log_level);
+  // Before SQLite initializes: litedrive reads none of SQLite's memory statistics, and without
+  // them an allocation inside SQLite takes no process-wide mutex.
+  sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
   auto& cfg = opts.cfg;
   auto store = prepare_dir(cfg.store, cfg.store_mode);
   if (!store) {
