@@ -65,19 +65,6 @@ caf::result<std::string> forward(self_ptr self, Ts&&... xs) {
   return rp;
 }
 
-/// Answers one operation of a group: its response promise or its sink.
-void deliver(caf::typed_response_promise<std::string>& rp, op_outcome&& outcome) {
-  if (outcome.error)
-    rp.deliver(std::move(outcome.error));
-  else
-    rp.deliver(std::move(outcome.answer.body));
-}
-
-void deliver(op_reply_sink_ptr& sink, op_outcome&& outcome) {
-  sink->reply(std::move(outcome));
-  sink.reset();
-}
-
 /// Re-arms the expiry sweep of the KV store.
 void arm_sweep(self_ptr self) {
   auto& st = self->state;
@@ -96,13 +83,13 @@ void commit_next_group(self_ptr self) {
     return;
   auto n = std::min(st.queue.size(), std::max<size_t>(st.cfg.group_commit_max, 1));
   std::vector<db_op> group;
-  using promise_type = decltype(database_state::queued_op::promise);
-  std::vector<promise_type> promises;
+  // Shared by the two handlers below: whichever runs answers every sink once.
+  auto sinks = std::make_shared<std::vector<op_reply_sink_ptr>>();
   group.reserve(n);
-  promises.reserve(n);
+  sinks->reserve(n);
   for (size_t i = 0; i < n; ++i) {
     group.push_back(std::move(st.queue.front().op));
-    promises.push_back(std::move(st.queue.front().promise));
+    sinks->push_back(std::move(st.queue.front().sink));
     st.queue.pop_front();
   }
   st.committing = true;
@@ -111,39 +98,30 @@ void commit_next_group(self_ptr self) {
   auto started = std::chrono::steady_clock::now();
   self->request(worker(self), caf::infinite, exec_atom_v, std::move(group))
     .then(
-      [self, promises, started](std::vector<op_outcome>& outcomes) mutable {
+      [self, sinks, started](std::vector<op_outcome>& outcomes) {
         // The next group goes to the worker first: it commits while these answers travel.
         self->state.committing = false;
         commit_next_group(self);
-        for (size_t i = 0; i < promises.size(); ++i) {
-          bool ok = i < outcomes.size() && !outcomes[i].error;
-          std::visit(
-            [&](auto& rp) {
-              using type = std::decay_t<decltype(rp)>;
-              if constexpr (std::is_same_v<type, std::monostate>) {
-                if (!ok && i < outcomes.size())
-                  spdlog::warn("{}: {}", self->state.loc.name,
-                               caf::to_string(outcomes[i].error));
-              } else if (i >= outcomes.size()) {
-                deliver(rp, op_outcome{{}, make_error(errc::internal_error, "missing group outcome")});
-              } else {
-                deliver(rp, std::move(outcomes[i]));
-              }
-            },
-            promises[i]);
+        for (size_t i = 0; i < sinks->size(); ++i) {
+          auto outcome = i < outcomes.size()
+                           ? std::move(outcomes[i])
+                           : op_outcome{{}, make_error(errc::internal_error, "missing group outcome")};
+          bool ok = !outcome.error;
+          if (auto& sink = (*sinks)[i])
+            sink->reply(std::move(outcome));
+          else if (!ok)
+            spdlog::warn("{}: {}", self->state.loc.name, caf::to_string(outcome.error));
           finished(self, started, ok);
         }
+        sinks->clear();
       },
-      [self, promises, started](caf::error& err) mutable {
-        for (auto& p : promises) {
-          std::visit(
-            [&](auto& rp) {
-              if constexpr (!std::is_same_v<std::decay_t<decltype(rp)>, std::monostate>)
-                deliver(rp, op_outcome{{}, err});
-            },
-            p);
+      [self, sinks, started](caf::error& err) {
+        for (auto& sink : *sinks) {
+          if (sink)
+            sink->reply(op_outcome{{}, err});
           finished(self, started, false);
         }
+        sinks->clear();
         self->state.committing = false;
         commit_next_group(self);
       });
@@ -201,14 +179,12 @@ database_actor::behavior_type database(self_ptr self, db_location loc, settings 
   st.self_id = self->id();
   spdlog::debug("database actor up for {}", loc.key);
   return {
-    [self](exec_atom, sql_txn& txn) -> caf::result<std::string> {
+    [self](exec_atom, sql_txn& txn, op_reply_sink_ptr& sink) {
       auto& st = self->state;
       ++st.requests;
       ++st.in_flight;
-      auto rp = self->make_response_promise<std::string>();
-      st.queue.push_back({db_op{std::move(txn)}, rp});
+      st.queue.push_back({db_op{std::move(txn)}, std::move(sink)});
       commit_next_group(self);
-      return rp;
     },
     [self](kv_atom, kv_request& req, op_reply_sink_ptr& sink) {
       auto& st = self->state;
@@ -230,7 +206,7 @@ database_actor::behavior_type database(self_ptr self, db_location loc, settings 
         kv_request req;
         req.op = kv_op::sweep;
         ++st.in_flight;
-        st.queue.push_back({db_op{std::move(req)}, std::monostate{}});
+        st.queue.push_back({db_op{std::move(req)}, nullptr});
         commit_next_group(self);
       }
       arm_sweep(self);

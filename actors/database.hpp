@@ -7,7 +7,6 @@
 #include <chrono>
 #include <cstdint>
 #include <deque>
-#include <variant>
 
 #include <memory>
 #include <unordered_map>
@@ -20,12 +19,11 @@
 namespace litedrive {
 
 struct database_state {
-  /// An operation waiting for the next group commit, and whom to answer: nobody for the
-  /// actor's own work (the expiry sweep), a response promise for SQL, a sink for KV requests.
+  /// An operation waiting for the next group commit, and where its outcome goes (no sink for
+  /// the actor's own work, such as the expiry sweep).
   struct queued_op {
     db_op op;
-    std::variant<std::monostate, caf::typed_response_promise<std::string>, op_reply_sink_ptr>
-      promise;
+    op_reply_sink_ptr sink;
   };
 
   db_location loc;

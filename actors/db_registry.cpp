@@ -141,8 +141,10 @@ db_registry_actor::behavior_type db_registry(self_ptr self, settings s) {
     self->delayed_send(self, period, caf::tick_atom_v);
   }
   return {
-    [self](exec_atom atm, db_location& loc, sql_txn& txn) -> caf::result<std::string> {
-      return self->delegate(route(self, loc), atm, std::move(txn));
+    [self](exec_atom atm, db_location& loc, sql_txn& txn, op_reply_sink_ptr& sink) {
+      auto db = route(self, loc);
+      sink->learn_route(caf::actor_cast<caf::actor>(db));
+      self->send(db, atm, std::move(txn), std::move(sink));
     },
     [self](query_atom atm, db_location& loc, std::string& sql) -> caf::result<std::string> {
       return self->delegate(route(self, loc), atm, std::move(sql));

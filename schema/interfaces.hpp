@@ -62,8 +62,9 @@ using sql_worker_actor = caf::typed_actor<
 
 /// SQL work on one database, as the front ends see it.
 using sql_actor = caf::typed_actor<
-  // Runs every item of the transaction atomically; answers {"results":[...]}.
-  caf::replies_to<exec_atom, sql_txn>::with<std::string>,
+  // Runs every item of the transaction atomically (joining the group commit); the outcome, whose
+  // answer.body is {"results":[...]}, goes to the sink.
+  caf::reacts_to<exec_atom, sql_txn, op_reply_sink_ptr>,
   // Runs one read-only statement on a read-only connection; answers {"results":[{resultSet}]}.
   caf::replies_to<query_atom, std::string>::with<std::string>,
   // Creates the database file if missing (bool: also create the KV table; string: journal
@@ -109,7 +110,8 @@ using database_actor = sql_actor::extend<
 
 /// Maps a db_location to its database actor and forwards requests to it.
 using db_registry_actor = caf::typed_actor<
-  caf::replies_to<exec_atom, db_location, sql_txn>::with<std::string>,
+  // Group-commit work (the sink learns the route and gets the outcome).
+  caf::reacts_to<exec_atom, db_location, sql_txn, op_reply_sink_ptr>,
   caf::replies_to<query_atom, db_location, std::string>::with<std::string>,
   caf::replies_to<create_atom, db_location, bool, std::string>::with<std::string>,
   caf::reacts_to<kv_atom, db_location, kv_request, op_reply_sink_ptr>,

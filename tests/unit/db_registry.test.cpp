@@ -1,6 +1,8 @@
 #define CAF_SUITE db_registry
 #include <caf/test/dsl.hpp>
 
+#include <optional>
+
 #include <nlohmann/json.hpp>
 
 #include "actors/db_path.hpp"
@@ -41,6 +43,38 @@ struct fixture : test_coordinator_fixture<> {
 
   db_location loc(const std::string& name) {
     return *resolve_db_path(name, cfg);
+  }
+
+  /// Keeps what the database actor delivers, the route the registry teaches, and whether it was
+  /// dropped unanswered.
+  struct capture_sink : op_reply_sink {
+    std::optional<op_outcome> outcome;
+    caf::actor route;
+    std::shared_ptr<bool> dropped_unanswered = std::make_shared<bool>(false);
+    void reply(op_outcome&& x) override {
+      CAF_CHECK(!outcome); // exactly once
+      outcome = std::move(x);
+    }
+    void learn_route(const caf::actor& database) override {
+      route = database;
+    }
+    ~capture_sink() override {
+      *dropped_unanswered = !outcome;
+    }
+  };
+
+  /// A group-commit request through the registry (as the HTTP server sends it).
+  caf::expected<std::string> exec(const db_location& where, sql_txn t,
+                                  std::shared_ptr<capture_sink> sink = nullptr) {
+    if (!sink)
+      sink = std::make_shared<capture_sink>();
+    self->send(registry, exec_atom_v, where, std::move(t), op_reply_sink_ptr{sink});
+    drain();
+    if (!sink->outcome)
+      return make_error(errc::internal_error, "no outcome");
+    if (sink->outcome->error)
+      return std::move(sink->outcome->error);
+    return std::move(sink->outcome->answer.body);
   }
 
   template <class... Ts>
@@ -91,18 +125,47 @@ CAF_TEST(one actor per canonical path) {
 
 CAF_TEST(requests are answered through the database actor) {
   CAF_REQUIRE(ask(create_atom_v, loc("app"), false, std::string{}));
-  CAF_REQUIRE(ask(exec_atom_v, loc("app"), txn("CREATE TABLE t(x)", false)));
-  CAF_REQUIRE(ask(exec_atom_v, loc("app"), txn("INSERT INTO t VALUES (42)", false)));
+  CAF_REQUIRE(exec(loc("app"), txn("CREATE TABLE t(x)", false)));
+  CAF_REQUIRE(exec(loc("app"), txn("INSERT INTO t VALUES (42)", false)));
   auto r = ask(query_atom_v, loc("app"), std::string{"SELECT x FROM t"});
   CAF_REQUIRE(r);
   CAF_CHECK_EQUAL(json::parse(*r)["results"][0]["resultSet"][0]["x"].get<int>(), 42);
-  auto missing = ask(exec_atom_v, loc("missing"), txn("SELECT 1", true));
+  auto missing = exec(loc("missing"), txn("SELECT 1", true));
   CAF_REQUIRE(!missing);
   CAF_CHECK_EQUAL(view(missing.error()).code, errc::database_not_found);
   auto s = stats();
   for (auto& db : s["databases"])
     if (db["name"] == "app")
       CAF_CHECK_EQUAL(db["requests"].get<int>(), 4);
+}
+
+CAF_TEST(the registry teaches the route and a sink gets exactly one outcome) {
+  CAF_REQUIRE(ask(create_atom_v, loc("app"), false, std::string{}));
+  auto sink = std::make_shared<capture_sink>();
+  CAF_REQUIRE(exec(loc("app"), txn("SELECT 1 AS one", true), sink));
+  CAF_CHECK_EQUAL(sink->route, caf::actor_cast<caf::actor>(actor_for("app")));
+  // The route works without the registry.
+  auto direct = std::make_shared<capture_sink>();
+  self->send(actor_for("app"), exec_atom_v, txn("SELECT 2 AS two", true), op_reply_sink_ptr{direct});
+  drain();
+  CAF_REQUIRE(direct->outcome && !direct->outcome->error);
+  CAF_CHECK_EQUAL(json::parse(direct->outcome->answer.body)["results"][0]["resultSet"][0]["two"].get<int>(), 2);
+}
+
+CAF_TEST(a sink sent to a stopped database actor is dropped unanswered) {
+  CAF_REQUIRE(ask(create_atom_v, loc("app"), false, std::string{}));
+  auto first = actor_for("app");
+  anon_send_exit(first, caf::exit_reason::kill);
+  drain();
+  auto flag = std::make_shared<capture_sink>()->dropped_unanswered;
+  {
+    auto sink = std::make_shared<capture_sink>();
+    flag = sink->dropped_unanswered;
+    self->send(first, exec_atom_v, txn("SELECT 1", true), op_reply_sink_ptr{std::move(sink)});
+    drain();
+  }
+  // Nobody holds it any more and nobody answered: the front end's sink answers by itself.
+  CAF_CHECK(*flag);
 }
 
 CAF_TEST(a database actor that dies is replaced on the next request) {
@@ -112,7 +175,7 @@ CAF_TEST(a database actor that dies is replaced on the next request) {
   drain();
   CAF_CHECK_EQUAL(stats()["died"].get<int>(), 1);
   CAF_CHECK_EQUAL(stats()["open"].get<int>(), 0);
-  CAF_REQUIRE(ask(exec_atom_v, loc("app"), txn("SELECT 1", true)));
+  CAF_REQUIRE(exec(loc("app"), txn("SELECT 1", true)));
   auto second = actor_for("app");
   CAF_CHECK_NOT_EQUAL(first, second);
 }
@@ -128,7 +191,7 @@ CAF_TEST(idle databases are closed and reopened on demand) {
     drain();
   }
   CAF_CHECK_EQUAL(stats()["open"].get<int>(), 0);
-  CAF_REQUIRE(ask(exec_atom_v, loc("app"), txn("SELECT 1", true)));
+  CAF_REQUIRE(exec(loc("app"), txn("SELECT 1", true)));
   CAF_CHECK_EQUAL(stats()["open"].get<int>(), 1);
 }
 
