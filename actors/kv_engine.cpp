@@ -852,24 +852,34 @@ caf::error kv_engine::check_horizon(const std::string& table, bool by_op, int64_
 }
 
 caf::expected<int64_t> kv_engine::trim_history(const std::string& table, double now) {
-  // Bounded work per sweep: 1000 rows, so the write path is never held for long.
-  auto s =
-      stmt(table, "SELECT op_number, ts FROM \"{n}_history\" "
-                  "WHERE (?1 > 0 AND ts < ?2) "
-                  "OR (?3 > 0 AND op_number <= (SELECT max(op_number) FROM \"{n}_history\") - ?3) "
-                  "ORDER BY op_number LIMIT 1000");
+  // Retention trims the oldest rows, a prefix in op_number order: those older than the age limit
+  // and those beyond the row limit. Bounded work per sweep: 1000 rows read and deleted, and never
+  // a scan past them (a WHERE over both limits made SQLite walk the whole history, every
+  // second, in the write path, whenever fewer than 1000 rows were due).
+  int64_t cut_by_rows = 0;  // rows up to this op_number are beyond the row limit
+  if (history_max_rows > 0) {
+    auto mx = stmt(table, "SELECT max(op_number) FROM \"{n}_history\"");
+    if (!mx) return std::move(mx.error());
+    reset_guard g{*mx};
+    if (sqlite3_step(*mx) != SQLITE_ROW) return failure("cannot read the history");
+    cut_by_rows = sqlite3_column_int64(*mx, 0) - history_max_rows;
+  }
+  bool by_age = history_max_age_s > 0;
+  double cutoff = now - static_cast<double>(history_max_age_s);
+  auto s = stmt(table, "SELECT op_number, ts FROM \"{n}_history\" ORDER BY op_number LIMIT 1000");
   if (!s) return std::move(s.error());
   int64_t last_op = 0;
   double last_ts = 0;
   int64_t n = 0;
   {
     reset_guard g{*s};
-    sqlite3_bind_int64(*s, 1, history_max_age_s);
-    sqlite3_bind_double(*s, 2, now - static_cast<double>(history_max_age_s));
-    sqlite3_bind_int64(*s, 3, history_max_rows);
     while (sqlite3_step(*s) == SQLITE_ROW) {
-      last_op = sqlite3_column_int64(*s, 0);
-      last_ts = sqlite3_column_double(*s, 1);
+      auto op = sqlite3_column_int64(*s, 0);
+      auto ts = sqlite3_column_double(*s, 1);
+      if (op > cut_by_rows && !(by_age && ts < cutoff))
+        break;
+      last_op = op;
+      last_ts = ts;
       ++n;
     }
   }

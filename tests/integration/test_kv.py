@@ -584,6 +584,29 @@ class HistoryRetentionAndRestart(unittest.TestCase):
             d.cleanup()
 
 
+    def test_age_limit_trims_the_old_rows_and_keeps_the_new(self):
+        with Daemon("--kv-sweep-ms=100", "--history-max-age-s=2") as d:
+            d.create("age")
+
+            def kv(method, key, body=None, **params):
+                params["db"] = "age"
+                return d.request(method, f"/api/v1/sqlite/kv/{key}?" + urllib.parse.urlencode(params),
+                                 None if body is None else json.dumps(body))
+
+            for i in range(3):
+                kv("PUT", "k", i)
+            old_op = kv("GET", "k/history")[1]["history"][0]["op_number"]
+            time.sleep(2.6)  # the three rows are now past the age limit; the sweep trims them
+            kv("PUT", "k", 10)
+            kv("PUT", "k", 11)
+            deadline = time.time() + 1.0
+            while time.time() < deadline and len(kv("GET", "k/history")[1]["history"]) > 2:
+                time.sleep(0.05)
+            self.assertEqual([e["new_value"] for e in kv("GET", "k/history")[1]["history"]], [11, 10])
+            status, body, _, _ = kv("GET", "k/snapshot", op_number=old_op)
+            self.assertEqual((status, body["error"]["code"]), (409, "HISTORY_UNAVAILABLE"))
+
+
 class HistoryByKey(unittest.TestCase):
     """A key's history is read through kv_store_history_keys, which litedrive fills in batches
     (--history-index-batch) and brings up to date before every read of a key's history."""
