@@ -197,10 +197,6 @@ caf::error sql_engine::open_rw(bool create) {
   }
   sqlite3_wal_autocheckpoint(db, settings_.wal_autocheckpoint);
   spdlog::debug("opened {} read-write ({})", loc_.name, loc_.open_path);
-  if (const char* ck = std::getenv("LD_CKPT")) {
-    auto p = std::string{"PRAGMA wal_autocheckpoint="} + ck;
-    (void)exec_internal(p.c_str());
-  }
   return caf::none;
 }
 
