@@ -538,6 +538,13 @@ class KVRoutes(unittest.TestCase):
             self.assertEqual(stats["spawned"], 2, stats)
 
 
+def kv_call(d, db, method, key, body=None, **params):
+    """One KV request to daemon d on database db; body: a Python value sent as JSON, or None."""
+    params["db"] = db
+    return d.request(method, f"/api/v1/sqlite/kv/{key}?" + urllib.parse.urlencode(params),
+                     None if body is None else json.dumps(body))
+
+
 class HistoryRetentionAndRestart(unittest.TestCase):
     def test_retention_boundary_errors_and_restart_keeps_history(self):
         d = Daemon("--kv-sweep-ms=100", "--history-max-rows=5", mount=True)
@@ -546,9 +553,7 @@ class HistoryRetentionAndRestart(unittest.TestCase):
             d.create("ret")
 
             def kv(method, key, body=None, **params):
-                params["db"] = "ret"
-                return d.request(method, f"/api/v1/sqlite/kv/{key}?" + urllib.parse.urlencode(params),
-                                 None if body is None else json.dumps(body))
+                return kv_call(d, "ret", method, key, body, **params)
 
             for i in range(10):
                 kv("PUT", "k", i)
@@ -583,15 +588,12 @@ class HistoryRetentionAndRestart(unittest.TestCase):
         finally:
             d.cleanup()
 
-
     def test_age_limit_trims_the_old_rows_and_keeps_the_new(self):
         with Daemon("--kv-sweep-ms=100", "--history-max-age-s=2") as d:
             d.create("age")
 
             def kv(method, key, body=None, **params):
-                params["db"] = "age"
-                return d.request(method, f"/api/v1/sqlite/kv/{key}?" + urllib.parse.urlencode(params),
-                                 None if body is None else json.dumps(body))
+                return kv_call(d, "age", method, key, body, **params)
 
             for i in range(3):
                 kv("PUT", "k", i)
