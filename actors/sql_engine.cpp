@@ -122,6 +122,27 @@ void sql_engine::close() {
 
 namespace {
 
+/// True when the file a connection has open is no longer the one at its path: deleted, renamed
+/// or replaced (through the drive, or by anyone). SQLite would then refuse every write
+/// (SQLITE_READONLY_DBMOVED) and go on reading the old file. One stat() of the path.
+bool has_moved(sqlite3* db) {
+  int moved = 0;
+  return db != nullptr
+         && sqlite3_file_control(db, "main", SQLITE_FCNTL_HAS_MOVED, &moved) == SQLITE_OK
+         && moved != 0;
+}
+
+} // namespace
+
+void sql_engine::close_if_moved() {
+  if (!has_moved(rw_) && !has_moved(ro_))
+    return;
+  spdlog::info("{}: the database file was deleted, renamed or replaced; reopening it", loc_.name);
+  close();
+}
+
+namespace {
+
 bool file_exists(const std::string& path) {
   struct stat st;
   return ::stat(path.c_str(), &st) == 0;
@@ -626,6 +647,7 @@ std::vector<op_outcome> sql_engine::execute_group(const std::vector<db_op>& grou
   }
   if (todo.empty() && reads.empty())
     return outcomes;
+  close_if_moved();
   if (auto err = open_rw(false)) {
     for (auto i : todo)
       outcomes[i].error = err;
@@ -697,6 +719,7 @@ caf::expected<std::string> sql_engine::execute(const sql_txn& txn) {
 
 
 caf::expected<std::string> sql_engine::query(const std::string& sql) {
+  close_if_moved();
   if (auto err = open_ro())
     return err;
   deadline_ = std::chrono::steady_clock::now() + settings_.statement_timeout;
@@ -761,6 +784,7 @@ caf::expected<std::string> sql_engine::create(bool init_kv, const std::string& j
   if (auto err = check_stays_in_store(loc_, settings_))
     return err;
   bool existed = file_exists(loc_.open_path);
+  close_if_moved();
   if (!existed && loc_.in_store && !make_parents(loc_.key))
     return make_error(errc::internal_error,
                       "cannot create the directories of '" + loc_.name + "': " + strerror(errno));

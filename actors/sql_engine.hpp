@@ -58,6 +58,10 @@ public:
   /// Closes both connections (they reopen on next use).
   void close();
 
+  /// Closes the connections when the file they have open is no longer at the database's path
+  /// (deleted, renamed, replaced), so that the next request opens the file that is there now.
+  void close_if_moved();
+
   /// Which authorizer policy is in force (used by the C callback).
   enum class mode { internal, items, read_only };
 

@@ -281,6 +281,34 @@ class KV(unittest.TestCase):
         self.assertEqual(self.kv("GET", "fromsql")[1], "plain text")     # non-JSON served as a string
         self.assertEqual(self.kv("PUT", "shared", 1, if_match=1)[0], 412)
 
+    def test_a_database_renamed_or_deleted_on_the_drive_is_reopened(self):
+        # The database actor's connections keep the file they opened. Once it is renamed or
+        # deleted on the drive, SQLite refuses writes on them (SQLITE_READONLY_DBMOVED) and goes
+        # on reading the old file: litedrive must open the file that is at the path now.
+        self.assertEqual(self.d.create("moved", init_kv=True)[0], 200)
+        self.assertEqual(self.kv("PUT", "k", "old", db="moved")[0], 200)
+        path = os.path.join(self.d.mount, "moved.db")
+        os.rename(path, os.path.join(self.d.mount, "moved-old.db"))
+        con = sqlite3.connect(path)
+        con.execute("CREATE TABLE marker(x)")
+        con.commit()
+        con.close()
+        self.assertEqual(self.kv("GET", "k", db="moved")[0], 404)  # the new file: no such key
+        self.assertEqual(self.kv("PUT", "k", "new", db="moved")[0], 200)
+        self.assertEqual(self.kv("GET", "k", db="moved")[1], "new")
+        status, body, _, _ = self.d.query("moved", "SELECT count(*) AS n FROM marker")
+        self.assertEqual((status, body["results"][0]["resultSet"]), (200, [{"n": 0}]))
+        con = sqlite3.connect(os.path.join(self.d.mount, "moved-old.db"))
+        self.assertEqual(con.execute("SELECT value FROM kv_store WHERE key = 'k'").fetchone()[0], '"old"')
+        con.close()
+        # Deleted, then created again over HTTP: a new, empty database.
+        os.unlink(path)
+        status, body, _, _ = self.d.create("moved", init_kv=True)
+        self.assertEqual((status, body["created"]), (200, True))
+        self.assertEqual(self.kv("GET", "k", db="moved")[0], 404)
+        self.assertEqual(self.kv("PUT", "k", "newest", db="moved")[0], 200)
+        self.assertEqual(self.kv("GET", "k", db="moved")[1], "newest")
+
     def test_other_tables_and_absolute_paths(self):
         self.assertEqual(self.kv("PUT", "t1", 1, table="sessions")[0], 200)
         self.assertEqual(self.kv("GET", "t1", table="sessions")[1], 1)
