@@ -157,7 +157,7 @@ CAF_TEST(a sink sent to a stopped database actor is dropped unanswered) {
   auto first = actor_for("app");
   anon_send_exit(first, caf::exit_reason::kill);
   drain();
-  auto flag = std::make_shared<capture_sink>()->dropped_unanswered;
+  std::shared_ptr<bool> flag;
   {
     auto sink = std::make_shared<capture_sink>();
     flag = sink->dropped_unanswered;
