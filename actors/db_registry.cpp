@@ -31,6 +31,16 @@ database_actor route(self_ptr self, const db_location& loc) {
   return i->second.handle;
 }
 
+/// A group-commit request: to the database's actor, whose handle the sink learns so that the
+/// sender can skip the registry for a while (the HTTP server's route cache).
+template <class Atom, class Payload>
+void route_with_sink(self_ptr self, const db_location& loc, Atom atm, Payload&& payload,
+                     op_reply_sink_ptr sink) {
+  auto db = route(self, loc);
+  sink->learn_route(caf::actor_cast<caf::actor>(db));
+  self->send(db, atm, std::forward<Payload>(payload), std::move(sink));
+}
+
 /// The actor of a database that is open, without spawning one.
 std::optional<database_actor> existing(self_ptr self, const db_location& loc) {
   auto i = self->state.dbs.find(loc.key);
@@ -142,9 +152,7 @@ db_registry_actor::behavior_type db_registry(self_ptr self, settings s) {
   }
   return {
     [self](exec_atom atm, db_location& loc, sql_txn& txn, op_reply_sink_ptr& sink) {
-      auto db = route(self, loc);
-      sink->learn_route(caf::actor_cast<caf::actor>(db));
-      self->send(db, atm, std::move(txn), std::move(sink));
+      route_with_sink(self, loc, atm, std::move(txn), std::move(sink));
     },
     [self](query_atom atm, db_location& loc, std::string& sql) -> caf::result<std::string> {
       return self->delegate(route(self, loc), atm, std::move(sql));
@@ -154,9 +162,7 @@ db_registry_actor::behavior_type db_registry(self_ptr self, settings s) {
       return self->delegate(route(self, loc), atm, init_kv, std::move(journal_mode));
     },
     [self](kv_atom atm, db_location& loc, kv_request& req, op_reply_sink_ptr& sink) {
-      auto db = route(self, loc);
-      sink->learn_route(caf::actor_cast<caf::actor>(db));
-      self->send(db, atm, std::move(req), std::move(sink));
+      route_with_sink(self, loc, atm, std::move(req), std::move(sink));
     },
     [self](caf::get_atom, db_location& loc) { return route(self, loc); },
     // -- the drive's lock traffic --

@@ -132,17 +132,6 @@ bool has_moved(sqlite3* db) {
          && moved != 0;
 }
 
-} // namespace
-
-void sql_engine::close_if_moved() {
-  if (!has_moved(rw_) && !has_moved(ro_))
-    return;
-  spdlog::info("{}: the database file was deleted, renamed or replaced; reopening it", loc_.name);
-  close();
-}
-
-namespace {
-
 bool file_exists(const std::string& path) {
   struct stat st;
   return ::stat(path.c_str(), &st) == 0;
@@ -175,6 +164,13 @@ bool make_parents(const std::string& path) {
 }
 
 } // namespace
+
+void sql_engine::close_if_moved() {
+  if (!has_moved(rw_) && !has_moved(ro_))
+    return;
+  spdlog::info("{}: the database file was deleted, renamed or replaced; reopening it", loc_.name);
+  close();
+}
 
 caf::error sql_engine::configure(sqlite3* db) {
   sqlite3_extended_result_codes(db, 1);
