@@ -119,6 +119,7 @@ struct inode {
 
 struct file_handle {
   int fd = -1;
+  uint64_t id = 0;
   int flags = 0;
   inode* node = nullptr;
   /// Opened O_DIRECT: the file offset alignment the backing file system demands of direct I/O
@@ -534,7 +535,7 @@ bool build_request(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi, const str
                     static_cast<uint32_t>(fuse_req_ctx(req)->pid),
                     (h.flags & O_ACCMODE) != O_RDONLY, h.fd, out, loc))
     return false;
-  out.fh = fi->fh;
+  out.fh = get_handle(fi).id;
   return true;
 }
 
@@ -773,7 +774,8 @@ bool misaligned(const file_handle& h, off_t off, size_t size) {
 }
 
 void fill_open_reply(drive::impl& st, fuse_file_info* fi, int fd, inode* node) {
-  auto* h = new file_handle{fd, fi->flags, node};
+  static std::atomic<uint64_t> next_id{1};
+  auto* h = new file_handle{fd, next_id++, fi->flags, node};
   fi->fh = reinterpret_cast<uint64_t>(h);
   if (fi->flags & O_DIRECT) {
     fi->direct_io = 1;
@@ -864,10 +866,10 @@ void do_release(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     db_location loc;
     file_role role;
     if (auto db = node.slot->get())
-      caf::anon_send(db, release_atom_v, static_cast<uint64_t>(fi->fh));
+      caf::anon_send(db, release_atom_v, h->id);
     else if (route_of(state(req), node, loc, role))
       caf::anon_send(state(req).registry, release_atom_v, std::move(loc),
-                     static_cast<uint64_t>(fi->fh));
+                     h->id);
   }
   close(h->fd);
   delete h;
