@@ -17,15 +17,13 @@ using self_ptr = database_actor::stateful_pointer<database_state>;
 void finished(self_ptr self, std::chrono::steady_clock::time_point started, bool ok) {
   auto& st = self->state;
   auto us = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(
-                                    std::chrono::steady_clock::now() - started)
-                                    .count());
+                                      std::chrono::steady_clock::now() - started)
+                                      .count());
   st.total_latency_us += us;
   st.max_latency_us = std::max(st.max_latency_us, us);
-  if (!ok)
-    ++st.failures;
+  if (!ok) ++st.failures;
   if (--st.in_flight == 0 && st.closing) {
-    if (st.worker)
-      self->send_exit(st.worker, caf::exit_reason::user_shutdown);
+    if (st.worker) self->send_exit(st.worker, caf::exit_reason::user_shutdown);
     self->quit();
   }
 }
@@ -45,31 +43,29 @@ sql_worker_actor& worker(self_ptr self) {
   return st.worker;
 }
 
-template <class... Ts>
-caf::result<std::string> forward(self_ptr self, Ts&&... xs) {
+template <class... Ts> caf::result<std::string> forward(self_ptr self, Ts&&... xs) {
   auto& st = self->state;
   ++st.requests;
   ++st.in_flight;
   auto started = std::chrono::steady_clock::now();
   auto rp = self->make_response_promise<std::string>();
   self->request(worker(self), caf::infinite, std::forward<Ts>(xs)...)
-    .then(
-      [self, rp, started](std::string& answer) mutable {
-        rp.deliver(std::move(answer));
-        finished(self, started, true);
-      },
-      [self, rp, started](caf::error& err) mutable {
-        rp.deliver(std::move(err));
-        finished(self, started, false);
-      });
+      .then(
+          [self, rp, started](std::string& answer) mutable {
+            rp.deliver(std::move(answer));
+            finished(self, started, true);
+          },
+          [self, rp, started](caf::error& err) mutable {
+            rp.deliver(std::move(err));
+            finished(self, started, false);
+          });
   return rp;
 }
 
 /// Re-arms the expiry sweep of the KV store.
 void arm_sweep(self_ptr self) {
   auto& st = self->state;
-  if (st.sweep_armed || st.cfg.kv_sweep.count() == 0)
-    return;
+  if (st.sweep_armed || st.cfg.kv_sweep.count() == 0) return;
   st.sweep_armed = true;
   self->delayed_send(self, st.cfg.kv_sweep, sweep_atom_v);
 }
@@ -79,8 +75,7 @@ void arm_sweep(self_ptr self) {
 /// Each request is answered only after its group committed.
 void commit_next_group(self_ptr self) {
   auto& st = self->state;
-  if (st.committing || st.queue.empty())
-    return;
+  if (st.committing || st.queue.empty()) return;
   auto n = std::min(st.queue.size(), std::max<size_t>(st.cfg.group_commit_max, 1));
   std::vector<db_op> group;
   // Shared by the two handlers below: whichever runs answers every sink once.
@@ -97,34 +92,34 @@ void commit_next_group(self_ptr self) {
   st.grouped_txns += n;
   auto started = std::chrono::steady_clock::now();
   self->request(worker(self), caf::infinite, exec_atom_v, std::move(group))
-    .then(
-      [self, sinks, started](std::vector<op_outcome>& outcomes) {
-        // The next group goes to the worker first: it commits while these answers travel.
-        self->state.committing = false;
-        commit_next_group(self);
-        for (size_t i = 0; i < sinks->size(); ++i) {
-          auto outcome = i < outcomes.size()
-                           ? std::move(outcomes[i])
-                           : op_outcome{{}, make_error(errc::internal_error, "missing group outcome")};
-          bool ok = !outcome.error;
-          if (auto& sink = (*sinks)[i])
-            sink->reply(std::move(outcome));
-          else if (!ok)
-            spdlog::warn("{}: {}", self->state.loc.name, caf::to_string(outcome.error));
-          finished(self, started, ok);
-        }
-        sinks->clear();
-      },
-      [self, sinks, started](caf::error& err) {
-        for (auto& sink : *sinks) {
-          if (sink)
-            sink->reply(op_outcome{{}, err});
-          finished(self, started, false);
-        }
-        sinks->clear();
-        self->state.committing = false;
-        commit_next_group(self);
-      });
+      .then(
+          [self, sinks, started](std::vector<op_outcome>& outcomes) {
+            // The next group goes to the worker first: it commits while these answers travel.
+            self->state.committing = false;
+            commit_next_group(self);
+            for (size_t i = 0; i < sinks->size(); ++i) {
+              auto outcome =
+                  i < outcomes.size()
+                      ? std::move(outcomes[i])
+                      : op_outcome{{}, make_error(errc::internal_error, "missing group outcome")};
+              bool ok = !outcome.error;
+              if (auto& sink = (*sinks)[i])
+                sink->reply(std::move(outcome));
+              else if (!ok)
+                spdlog::warn("{}: {}", self->state.loc.name, caf::to_string(outcome.error));
+              finished(self, started, ok);
+            }
+            sinks->clear();
+          },
+          [self, sinks, started](caf::error& err) {
+            for (auto& sink : *sinks) {
+              if (sink) sink->reply(op_outcome{{}, err});
+              finished(self, started, false);
+            }
+            sinks->clear();
+            self->state.committing = false;
+            commit_next_group(self);
+          });
 }
 
 std::string stats_json(const database_state& st) {
@@ -157,98 +152,63 @@ std::string stats_json(const database_state& st) {
 
 } // namespace
 
-database_actor::behavior_type database(self_ptr self, db_location loc, settings s,
-                                       std::shared_ptr<wait_graph> graph) {
+database_actor::behavior_type database(self_ptr self, db_location loc, settings s) {
   auto& st = self->state;
   st.loc = loc;
   st.cfg = s;
-  // The drive's FUSE threads change the table too; they tell the actor (weakly held: the table
-  // outlives the actor in the drive's caches) so that it keeps the wait-for graph current.
-  auto addr = self->address();
-  st.locks = std::make_shared<guarded_lock_table>(s.lock_wait_max, [addr] {
-    if (auto strong = caf::actor_cast<caf::strong_actor_ptr>(addr))
-      caf::anon_send(caf::actor_cast<database_actor>(strong), settle_atom_v);
-  });
-  st.graph = graph ? std::move(graph) : std::make_shared<wait_graph>();
   st.opened_at = std::chrono::steady_clock::now();
   self->set_exit_handler([self](caf::exit_msg& msg) {
-    if (self->state.worker)
-      self->send_exit(self->state.worker, msg.reason);
+    if (self->state.worker) self->send_exit(self->state.worker, msg.reason);
     self->quit(msg.reason);
   });
-  st.self_id = self->id();
   spdlog::debug("database actor up for {}", loc.key);
   return {
-    [self](exec_atom, sql_txn& txn, op_reply_sink_ptr& sink) {
-      auto& st = self->state;
-      ++st.requests;
-      ++st.in_flight;
-      st.queue.push_back({db_op{std::move(txn)}, std::move(sink)});
-      commit_next_group(self);
-    },
-    [self](kv_atom, kv_request& req, op_reply_sink_ptr& sink) {
-      auto& st = self->state;
-      ++st.requests;
-      ++st.in_flight;
-      if (!st.kv_used) {
-        st.kv_used = true;
-        arm_sweep(self);
-      }
-      st.queue.push_back({db_op{std::move(req)}, std::move(sink)});
-      commit_next_group(self);
-    },
-    [self](sweep_atom) {
-      auto& st = self->state;
-      st.sweep_armed = false;
-      // Expired keys are invisible to every read already; the sweep only reclaims their rows,
-      // through the same write path (and, with history, records the expiry).
-      if (st.queue.empty() && !st.closing) {
-        kv_request req;
-        req.op = kv_op::sweep;
+      [self](exec_atom, sql_txn& txn, op_reply_sink_ptr& sink) {
+        auto& st = self->state;
+        ++st.requests;
         ++st.in_flight;
-        st.queue.push_back({db_op{std::move(req)}, nullptr});
+        st.queue.push_back({db_op{std::move(txn)}, std::move(sink)});
         commit_next_group(self);
-      }
-      arm_sweep(self);
-    },
-    [self](query_atom atm, std::string& sql) { return forward(self, atm, std::move(sql)); },
-    [self](create_atom atm, bool init_kv, std::string& journal_mode) {
-      return forward(self, atm, init_kv, std::move(journal_mode));
-    },
-    [self](stats_atom) -> caf::result<std::string> { return stats_json(self->state); },
-    [self](idle_atom) -> caf::result<bool> {
-      // Held locks and waiters live only here, and attached drive inodes send here directly:
-      // such a database is never idle.
-      auto& st = self->state;
-      return st.in_flight == 0 && st.attached == 0
-             && st.locks->with([](const lock_table& t) { return t.empty(); });
-    },
-    [self](caf::close_atom) {
-      self->state.closing = true;
-      if (self->state.in_flight == 0) {
-        if (self->state.worker)
-          self->send_exit(self->state.worker, caf::exit_reason::user_shutdown);
-        self->quit();
-      }
-    },
-    [self](attach_atom) { ++self->state.attached; },
-    [self](detach_atom) {
-      if (self->state.attached > 0)
-        --self->state.attached;
-    },
-    [self](lock_atom, lock_request& req, lock_reply_sink_ptr& sink) {
-      on_setlk(self, req, std::move(sink));
-    },
-    [self](getlk_atom, lock_request& req, lock_reply_sink_ptr& sink) { on_getlk(self, req, sink); },
-    [self](caf::flush_atom, uint64_t owner, file_role file, lock_reply_sink_ptr& sink) {
-      on_flush(self, owner, file, sink);
-    },
-    [self](release_atom, uint64_t fh) { on_release(self, fh); },
-    [self](interrupt_atom, uint64_t id) { on_interrupt(self, id); },
-    [self](deadlock_atom, uint64_t id) { on_deadlock(self, id); },
-    [self](caf::tick_atom) { on_lock_tick(self); },
-    [self](settle_atom) { on_locks_changed(self); },
-    [self](locks_atom) -> caf::result<std::string> { return locks_json(self->state); },
+      },
+      [self](kv_atom, kv_request& req, op_reply_sink_ptr& sink) {
+        auto& st = self->state;
+        ++st.requests;
+        ++st.in_flight;
+        if (!st.kv_used) {
+          st.kv_used = true;
+          arm_sweep(self);
+        }
+        st.queue.push_back({db_op{std::move(req)}, std::move(sink)});
+        commit_next_group(self);
+      },
+      [self](sweep_atom) {
+        auto& st = self->state;
+        st.sweep_armed = false;
+        // Expired keys are invisible to every read already; the sweep only reclaims their rows,
+        // through the same write path (and, with history, records the expiry).
+        if (st.queue.empty() && !st.closing) {
+          kv_request req;
+          req.op = kv_op::sweep;
+          ++st.in_flight;
+          st.queue.push_back({db_op{std::move(req)}, nullptr});
+          commit_next_group(self);
+        }
+        arm_sweep(self);
+      },
+      [self](query_atom atm, std::string& sql) { return forward(self, atm, std::move(sql)); },
+      [self](create_atom atm, bool init_kv, std::string& journal_mode) {
+        return forward(self, atm, init_kv, std::move(journal_mode));
+      },
+      [self](stats_atom) -> caf::result<std::string> { return stats_json(self->state); },
+      [self](idle_atom) -> caf::result<bool> { return self->state.in_flight == 0; },
+      [self](caf::close_atom) {
+        self->state.closing = true;
+        if (self->state.in_flight == 0) {
+          if (self->state.worker)
+            self->send_exit(self->state.worker, caf::exit_reason::user_shutdown);
+          self->quit();
+        }
+      },
   };
 }
 

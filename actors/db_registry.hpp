@@ -9,7 +9,7 @@
 
 #include <memory>
 
-#include "actors/wait_graph.hpp"
+#include "actors/lock_registry.hpp"
 #include "schema/interfaces.hpp"
 #include "schema/settings.hpp"
 
@@ -18,18 +18,19 @@ namespace litedrive {
 struct db_registry_state {
   struct entry {
     database_actor handle;
-    uint64_t forwards = 0;  ///< bumped on every request routed to it (idle detection)
+    uint64_t forwards = 0; ///< bumped on every request routed to it (idle detection)
     std::chrono::steady_clock::time_point last_use;
   };
   settings cfg;
   std::unordered_map<std::string, entry> dbs;
-  std::shared_ptr<wait_graph> graph = std::make_shared<wait_graph>();
+  std::shared_ptr<lock_registry> locks; ///< the drive's locks, for /locks (none without a drive)
   uint64_t spawned = 0;
-  uint64_t died = 0;  ///< database actors that stopped abnormally
+  uint64_t died = 0; ///< database actors that stopped abnormally
   static inline const char* name = "litedrive.db_registry";
 };
 
-db_registry_actor::behavior_type db_registry(db_registry_actor::stateful_pointer<db_registry_state> self,
-                                             settings s);
+db_registry_actor::behavior_type
+db_registry(db_registry_actor::stateful_pointer<db_registry_state> self, settings s,
+            std::shared_ptr<lock_registry> locks);
 
 } // namespace litedrive

@@ -2,7 +2,10 @@
 
 #include <atomic>
 #include <cerrno>
+#include <climits>
+#include <condition_variable>
 #include <cstdarg>
+#include <cstdlib>
 #include <cstring>
 #include <mutex>
 #include <optional>
@@ -16,6 +19,8 @@
 #include <unistd.h>
 
 #include <spdlog/spdlog.h>
+
+#include "actors/lock_requests.hpp"
 
 namespace litedrive::drive_io {
 
@@ -45,15 +50,23 @@ struct originals {
 originals real;
 config cfg;
 
+/// Where a file's lock calls go: its database's lock service, as this process's owner there.
+struct lock_target {
+  std::shared_ptr<lock_service> locks;
+  std::string db_path;
+  file_role role;
+  uint64_t owner; ///< this process's lock owner for the database the file belongs to
+  bool writable;  ///< opened for writing (the lock table serializes writers' transactions)
+};
+
 /// A file of the drive SQLite opened: the split way (SQLite holds the store's descriptor; this
 /// is the rest), or a `-shm`, which stays on the mount (SQLite holds the mount's descriptor).
 struct split_file {
   int mount_fd;
   dev_t dev; ///< the backing file's identity, which the drive knows its inode by
   ino_t ino;
-  bool split;     ///< SQLite's descriptor is the store's: writes need invalidating the mount
-  bool writable;  ///< opened for writing (the lock table serializes writers' transactions)
-  uint64_t owner; ///< this process's lock owner for the database the file belongs to
+  bool split; ///< SQLite's descriptor is the store's: writes need invalidating the mount
+  std::shared_ptr<const lock_target> lock; ///< null: lock calls go through the mount
 };
 
 /// This process's POSIX lock owner in the drive's lock table, as the kernel's lock_owner is for
@@ -64,10 +77,9 @@ struct split_file {
 /// which litedrive holds, while litedrive waits for A: both finish if left alone).
 uint64_t own_owner = 0;
 
-/// The owner for the file at `backing` (its database's: a `-shm` counts as its main file).
-uint64_t owner_for(std::string_view backing, bool shm) {
-  if (shm) backing.remove_suffix(4);
-  return own_owner ^ (std::hash<std::string_view>{}(backing) * 0x9E3779B97F4A7C15ull);
+/// The owner for the files of the database at `db_path`.
+uint64_t owner_for(std::string_view db_path) {
+  return own_owner ^ (std::hash<std::string_view>{}(db_path)*0x9E3779B97F4A7C15ull);
 }
 
 std::mutex files_mtx; ///< guards `files`; a leaf lock
@@ -76,6 +88,77 @@ std::unordered_map<int, split_file> files;
 std::atomic<uint64_t> n_files{0};
 std::atomic<uint64_t> n_writes{0};
 std::atomic<uint64_t> n_invalidations{0};
+std::atomic<uint64_t> n_lock_calls{0};
+std::atomic<uint64_t> n_lock_waits{0};
+
+/// The lock target of a file whose canonical backing path is `path`.
+std::shared_ptr<const lock_target> target_for(const std::string& path, bool writable) {
+  if (!cfg.locks || path.empty()) return nullptr;
+  auto id = lock_requests::identify(path);
+  auto t = std::make_shared<lock_target>();
+  t->locks = cfg.locks->get(id.db_path);
+  t->db_path = id.db_path;
+  t->role = id.role;
+  t->owner = owner_for(id.db_path);
+  t->writable = writable;
+  return t;
+}
+
+/// The answer to one lock call, which the SQLite thread waits for: set once, by whichever
+/// thread decides (this one, or the one whose unlock granted it).
+class own_lock_sink final : public lock_reply_sink {
+public:
+  ~own_lock_sink() override { reply(EAGAIN); } // unanswered: the service went away
+
+  void reply(int err) override {
+    std::lock_guard<std::mutex> guard{mtx_};
+    if (done_) return;
+    done_ = true;
+    err_ = err;
+    cv_.notify_all();
+  }
+
+  bool answered() {
+    std::lock_guard<std::mutex> guard{mtx_};
+    return done_;
+  }
+
+  int wait() {
+    std::unique_lock<std::mutex> guard{mtx_};
+    cv_.wait(guard, [this] { return done_; });
+    return err_;
+  }
+
+private:
+  std::mutex mtx_;
+  std::condition_variable cv_;
+  bool done_ = false;
+  int err_ = 0;
+};
+
+/// F_SETLK, F_SETLKW or F_GETLK of this process on a drive file, decided by its database's lock
+/// service; nullopt when the call is not of a form the service takes (not SEEK_SET).
+std::optional<int> own_lock(const lock_target& t, int fd, int cmd, struct flock& fl) {
+  lock_request r;
+  if (!lock_requests::from_flock(fl, r)) return std::nullopt;
+  r.id = cfg.locks->next_request_id();
+  r.file = t.role;
+  r.owner = t.owner;
+  r.pid = static_cast<uint32_t>(getpid());
+  r.writable = t.writable;
+  r.sleep = cmd == F_SETLKW;
+  lock_requests::describe(r, fd, t.db_path);
+  n_lock_calls.fetch_add(1, std::memory_order_relaxed);
+  if (cmd == F_GETLK) {
+    if (r.kind == lock_kind::unlock) return EINVAL;
+    lock_requests::to_flock(t.locks->getlk(r), fl);
+    return 0;
+  }
+  auto sink = std::make_shared<own_lock_sink>();
+  t.locks->setlk(r, sink);
+  if (!sink->answered()) n_lock_waits.fetch_add(1, std::memory_order_relaxed);
+  return sink->wait();
+}
 
 bool find(int fd, split_file& out) {
   std::lock_guard<std::mutex> guard{files_mtx};
@@ -93,7 +176,8 @@ bool backing_path(const char* path, std::string& out, bool& shm) {
   if (p.size() <= m.size() + 1 || p.compare(0, m.size(), m) != 0 || p[m.size()] != '/')
     return false;
   static constexpr std::string_view suffix = "-shm";
-  shm = p.size() >= suffix.size() && p.compare(p.size() - suffix.size(), suffix.size(), suffix) == 0;
+  shm =
+      p.size() >= suffix.size() && p.compare(p.size() - suffix.size(), suffix.size(), suffix) == 0;
   out = cfg.store;
   out.append(p.substr(m.size()));
   return true;
@@ -108,10 +192,14 @@ int open_shm(const char* path, const std::string& backing, int flags, int mode) 
   int fd = real.open(path, flags, mode);
   struct stat ms {
   }, bs{};
-  if (fd >= 0 && cfg.lock && fstat(fd, &ms) == 0 && ::stat(backing.c_str(), &bs) == 0
-      && ms.st_ino == bs.st_ino && S_ISREG(bs.st_mode)) {
+  char canonical[PATH_MAX];
+  if (fd >= 0 && cfg.locks && fstat(fd, &ms) == 0 && ::stat(backing.c_str(), &bs) == 0
+      && ms.st_ino == bs.st_ino && S_ISREG(bs.st_mode)
+      && realpath(backing.c_str(), canonical) != nullptr) {
+    // The store's path, as the drive names the file (our descriptor is the mount's).
+    auto target = target_for(canonical, writable(flags));
     std::lock_guard<std::mutex> guard{files_mtx};
-    files[fd] = split_file{fd, bs.st_dev, bs.st_ino, false, writable(flags), owner_for(backing, true)};
+    files[fd] = split_file{fd, bs.st_dev, bs.st_ino, false, std::move(target)};
   }
   return fd;
 }
@@ -149,9 +237,10 @@ int hook_open(const char* path, int flags, int mode) {
     if (bfd >= 0) real.close(bfd);
     return mfd;
   }
+  auto target = target_for(lock_requests::path_of(bfd), writable(flags));
   {
     std::lock_guard<std::mutex> guard{files_mtx};
-    files[bfd] = split_file{mfd, bs.st_dev, bs.st_ino, true, writable(flags), owner_for(backing, false)};
+    files[bfd] = split_file{mfd, bs.st_dev, bs.st_ino, true, std::move(target)};
   }
   n_files.fetch_add(1, std::memory_order_relaxed);
   return bfd;
@@ -168,9 +257,9 @@ int hook_close(int fd) {
     }
   }
   // Any close drops this process's POSIX locks on the file (SQLite relies on it, and avoids it
-  // while another of its connections holds locks there). Taken in the table directly, they go
+  // while another of its connections holds locks there). Taken in the service directly, they go
   // there directly; the mount's FLUSH drops whatever went through the kernel.
-  if (f && cfg.flush) cfg.flush(f->dev, f->ino, f->owner);
+  if (f && f->lock) f->lock->locks->flush(f->lock->owner, f->lock->role);
   int rc = real.close(fd);
   if (f && f->split) {
     int saved = errno;
@@ -191,9 +280,9 @@ int hook_fcntl(int fd, int cmd, ...) {
     split_file f;
     if (find(fd, f)) {
       // Every process's locks meet in one table: this process's reach it without the kernel.
-      if ((cmd == F_SETLK || cmd == F_SETLKW || cmd == F_GETLK) && cfg.lock) {
+      if ((cmd == F_SETLK || cmd == F_SETLKW || cmd == F_GETLK) && f.lock) {
         auto* fl = static_cast<struct flock*>(arg);
-        if (auto err = cfg.lock(f.dev, f.ino, cmd, *fl, f.owner, f.writable, fd)) {
+        if (auto err = own_lock(*f.lock, fd, cmd, *fl)) {
           if (*err == 0) return 0;
           errno = *err;
           return -1;
@@ -298,6 +387,8 @@ counters stats() {
   c.files = n_files.load(std::memory_order_relaxed);
   c.writes = n_writes.load(std::memory_order_relaxed);
   c.invalidations = n_invalidations.load(std::memory_order_relaxed);
+  c.lock_calls = n_lock_calls.load(std::memory_order_relaxed);
+  c.lock_waits = n_lock_waits.load(std::memory_order_relaxed);
   return c;
 }
 

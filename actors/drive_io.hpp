@@ -8,14 +8,14 @@
 // xSetSystemCall) opens a file under the mount twice: through the mount, which creates it with
 // the right owner and keeps the kernel's dentries true, and directly in the store, which is the
 // descriptor SQLite reads and writes. Lock calls (fcntl F_SETLK/F_SETLKW/F_GETLK) on it and on
-// the `-shm` are decided in the drive's lock table directly (config::lock, drive::own_lock), so
-// they meet every other process's requests there without a round trip through the kernel; any
-// close drops this process's locks on the file (config::flush: POSIX semantics, as SQLite
-// expects). Every write or truncate is followed, before it returns, by an invalidation of what
-// the mount may cache of that range (pages if the kernel ever read or wrote the file, the
-// attributes if the size changed), so that a process reading through the mount never sees a
-// stale page or size: the invalidation happens before SQLite publishes the commit (the WAL
-// index or the lock release), which is what makes it safe.
+// the `-shm` go to the database's lock service directly (the same one the drive's requests for
+// that file reach, found by the file's canonical path in the lock registry), so they meet every
+// other process's requests there without a round trip through the kernel; any close drops this
+// process's locks on the file (POSIX semantics, as SQLite expects). Every write or truncate is
+// followed, before it returns, by an invalidation of what the mount may cache of that range (pages
+// if the kernel ever read or wrote the file, the attributes if the size changed), so that a process
+// reading through the mount never sees a stale page or size: the invalidation happens before SQLite
+// publishes the commit (the WAL index or the lock release), which is what makes it safe.
 //
 // `-shm` files stay entirely on the mount: processes share the WAL index through the mount's
 // page cache (mmap), and litedrive must map the same pages.
@@ -25,11 +25,14 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 
 #include <fcntl.h>
 #include <sys/types.h>
+
+#include "actors/lock_registry.hpp"
 
 namespace litedrive::drive_io {
 
@@ -41,15 +44,8 @@ struct config {
   /// whether the mount had anything to drop (drive::invalidate). Called from SQLite's thread,
   /// never from a FUSE one.
   std::function<bool(dev_t, ino_t, int64_t off, int64_t len, bool resized)> invalidate;
-  /// Decides a POSIX lock call (F_SETLK, F_SETLKW, F_GETLK) of this process on the backing file
-  /// (dev, ino) in the drive's lock table (drive::own_lock); nullopt: let the mount decide.
-  /// Unset: every lock call goes through the mount.
-  std::function<std::optional<int>(dev_t, ino_t, int cmd, struct flock&, uint64_t owner,
-                                   bool writable, int fd)>
-    lock;
-  /// Drops `owner`'s POSIX locks on the backing file (dev, ino) taken through `lock`, as a
-  /// close must (drive::own_flush).
-  std::function<void(dev_t, ino_t, uint64_t owner)> flush;
+  /// Where this process's lock calls on drive files go (unset: through the mount).
+  std::shared_ptr<lock_registry> locks;
 };
 
 /// Installs the system-call hooks in SQLite's unix VFS. Call once at start-up, before any
@@ -61,6 +57,8 @@ struct counters {
   uint64_t files = 0;         ///< files opened the split way
   uint64_t writes = 0;        ///< writes that went straight to the store
   uint64_t invalidations = 0; ///< page-cache invalidations sent to the mount
+  uint64_t lock_calls = 0;    ///< lock calls decided in the lock service, without the kernel
+  uint64_t lock_waits = 0;    ///< ... of which had to wait their turn
 };
 
 /// What the hooks did so far (for /health).

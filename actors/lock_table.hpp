@@ -2,9 +2,10 @@
 // The POSIX byte-range lock table of one database (its main file and its -shm), with the wait
 // policy that makes concurrent SQLite writers wait their turn instead of failing (DESIGN.md §2).
 //
-// Plain C++: the database actor owns one and calls it from its handlers; tests drive it
-// directly. Every decision is returned as data (replies to send), nothing here blocks or
-// replies by itself.
+// Plain C++ and single-threaded: lock_service owns the only instance of a database's table and
+// is the only way to change it (one mutex; the drive's FUSE threads, litedrive's own SQLite
+// threads and the lock watchdog all go through it). Every decision is returned as data
+// (replies to send); nothing here blocks or replies by itself.
 //
 // Semantics kept from POSIX (per lock owner = one process, as the kernel reports it):
 //   - an owner's locks never conflict with each other; a new lock replaces the owner's old
@@ -15,6 +16,22 @@
 // could not resolve by itself waits instead (the policy table in classify()), read-write owners
 // are serialized per transaction (the "token"), waiters are served FIFO, a waiter may be passed
 // only by the owner that blocks it, and waits are capped.
+//
+// Invariants (checked after every step by tests/unit/lock_model.test.cpp against a reference
+// model of POSIX locks):
+//   I1. Held locks of different owners never conflict (overlapping, one of them a write lock).
+//   I2. An owner's held locks never overlap each other, and are exactly what POSIX would leave
+//       after the grants and unlocks it was answered, minus what FLUSH and RELEASE dropped.
+//   I3. release_owner (FLUSH) leaves no lock of that owner on that file, and no waiter of it.
+//   I4. release_handle (RELEASE) drops only owners that locked through that handle and hold
+//       no other handle: handle ids must be unique for as long as the table may hear of them
+//       (never a reused pointer: a RELEASE may arrive after the next open got the same one).
+//   I5. Every queued request is answered exactly once (granted, EAGAIN, EINTR, EDEADLK), and
+//       after every change a grant pass has run: a waiter that nobody blocks does not wait.
+//   I6. F_SETLK waits end by the wait cap at the latest (expire); F_SETLKW waits end by a
+//       grant, an interrupt, a FLUSH of its owner or a deadlock abort.
+//   I7. An owner id says nothing once the owner holds nothing and waits for nothing: what the
+//       table learned of it (read-only or not) is forgotten then, since the kernel recycles ids.
 
 #include <chrono>
 #include <cstdint>
@@ -41,14 +58,6 @@ public:
   /// `replies` receives answers to other waiters granted as a consequence (after an unlock).
   std::optional<int> setlk(const lock_request& req, clock::time_point now,
                            std::vector<lock_reply>& replies);
-
-  /// setlk() for a caller that cannot keep the request (the drive's FUSE thread): decides it if
-  /// it needs no waiting — granted (FIFO respected: never ahead of an earlier waiter it competes
-  /// with), or failed at once — with the waiters that decision grants in `replies` (an unlock
-  /// or a downgrade). Otherwise returns nullopt and queues nothing: the caller then sends the
-  /// request to the actor, which runs setlk().
-  std::optional<int> setlk_now(const lock_request& req, clock::time_point now,
-                               std::vector<lock_reply>& replies);
 
   /// F_GETLK: the first lock of another owner that conflicts with `req`.
   getlk_answer getlk(const lock_request& req) const;

@@ -22,6 +22,8 @@
 #include "actors/db_registry.hpp"
 #include "actors/drive_io.hpp"
 #include "actors/inspector.hpp"
+#include "actors/lock_registry.hpp"
+#include "actors/lock_watchdog.hpp"
 #include "actors/query_history.hpp"
 #include "daemon/options.hpp"
 #include "fuse_bridge/drive.hpp"
@@ -136,6 +138,9 @@ int main(int argc, char** argv) {
   sys_cfg.set("scheduler.max-threads", std::max<size_t>(cfg.actor_threads, 1));
   if (!cfg.inspect_host.empty())
     sys_cfg.load<caf::io::middleman>(); // the remote inspection interface
+  // Every database's byte-range locks, shared by the drive (the kernel's requests) and
+  // litedrive's own connections (drive_io): one lock table per database file.
+  auto locks = std::make_shared<lock_registry>(cfg.store, cfg.lock_wait_max);
   // Before any SQLite connection exists (the hooks are process-wide and not thread-safe to
   // install); the drive they invalidate comes up a moment later.
   std::atomic<drive*> live_drive{nullptr};
@@ -147,29 +152,24 @@ int main(int argc, char** argv) {
       auto* d = live_drive.load(std::memory_order_acquire);
       return d != nullptr && d->invalidate(dev, ino, off, len, resized);
     };
-    io.lock = [&live_drive](dev_t dev, ino_t ino, int cmd, struct flock& fl, uint64_t owner,
-                            bool writable, int fd) -> std::optional<int> {
-      if (auto* d = live_drive.load(std::memory_order_acquire))
-        return d->own_lock(dev, ino, cmd, fl, owner, writable, fd);
-      return std::nullopt;
-    };
-    io.flush = [&live_drive](dev_t dev, ino_t ino, uint64_t owner) {
-      if (auto* d = live_drive.load(std::memory_order_acquire))
-        d->own_flush(dev, ino, owner);
-    };
+    io.locks = locks;
     drive_io::install(std::move(io));
   }
   int exit_code = 0;
   {
     caf::actor_system sys{sys_cfg};
-    auto registry = sys.spawn(db_registry, cfg);
+    auto registry = sys.spawn(db_registry, cfg, locks);
+    auto watchdog = sys.spawn(lock_watchdog, locks);
+    locks->set_wake([watchdog] { caf::anon_send(watchdog, settle_atom_v); });
     auto history = sys.spawn<caf::detached>(query_history, cfg.state + "/query_history.db",
                                             cfg.query_history_max);
     std::unique_ptr<drive> mounted;
     if (!cfg.mount.empty()) {
-      auto d = drive::mount(cfg, registry);
+      auto d = drive::mount(cfg, locks);
       if (!d) {
         spdlog::critical("drive: {}", view(d.error()).message);
+        locks->set_wake(nullptr);
+        caf::anon_send_exit(watchdog, caf::exit_reason::user_shutdown);
         caf::anon_send_exit(registry, caf::exit_reason::user_shutdown);
         caf::anon_send_exit(history, caf::exit_reason::user_shutdown);
         return 1;
@@ -196,7 +196,9 @@ int main(int argc, char** argv) {
         auto io = drive_io::stats();
         out.pop_back();
         out += ",\"own_direct_writes\":" + std::to_string(io.writes)
-               + ",\"own_cache_invalidations\":" + std::to_string(io.invalidations) + "}";
+               + ",\"own_cache_invalidations\":" + std::to_string(io.invalidations)
+               + ",\"own_locks\":" + std::to_string(io.lock_calls)
+               + ",\"own_lock_waits\":" + std::to_string(io.lock_waits) + "}";
         return out;
       };
     auto server = http_server::start(sys, registry, history, cfg, std::move(drive_counters));
@@ -204,6 +206,8 @@ int main(int argc, char** argv) {
       spdlog::critical("{}", view(server.error()).message);
       if (inspect)
         caf::anon_send_exit(inspect, caf::exit_reason::user_shutdown);
+      locks->set_wake(nullptr);
+      caf::anon_send_exit(watchdog, caf::exit_reason::user_shutdown);
       caf::anon_send_exit(registry, caf::exit_reason::user_shutdown);
       caf::anon_send_exit(history, caf::exit_reason::user_shutdown);
       sys.await_all_actors_done();
@@ -227,6 +231,11 @@ int main(int argc, char** argv) {
     }
     caf::anon_send_exit(registry, caf::exit_reason::user_shutdown);
     caf::anon_send_exit(history, caf::exit_reason::user_shutdown);
+    // The watchdog stays until everything else is gone: a database closing may still wait for
+    // a lock, and only the watchdog ends waits at the cap.
+    sys.registry().await_running_count_equal(1);
+    locks->set_wake(nullptr);
+    caf::anon_send_exit(watchdog, caf::exit_reason::user_shutdown);
     // The actors close their databases through the drive: unmount only after they are gone.
     sys.await_all_actors_done();
     live_drive.store(nullptr, std::memory_order_release);

@@ -1,19 +1,16 @@
 #pragma once
 // The drive: a FUSE file system that passes through to the store and hands every byte-range
-// lock to the database actors. No FUSE header leaks out of fuse_bridge/: this is all the daemon
-// sees.
-
-#include <fcntl.h>
+// lock to its database's lock service. No FUSE header leaks out of fuse_bridge/: this is all the
+// daemon sees.
 
 #include <memory>
-#include <optional>
 #include <string>
 
 #include <sys/types.h>
 
 #include <caf/expected.hpp>
 
-#include "schema/interfaces.hpp"
+#include "actors/lock_registry.hpp"
 #include "schema/settings.hpp"
 
 namespace litedrive {
@@ -23,7 +20,9 @@ public:
   /// Checks the host (/dev/fuse, the kernel's FUSE request timeout, stale or foreign mounts at
   /// the mount point), mounts `s.mount` over `s.store` and starts serving on FUSE's own threads.
   /// Fails with a message that says what to fix.
-  static caf::expected<std::unique_ptr<drive>> mount(const settings& s, db_registry_actor registry);
+  /// Lock requests go to the services of `locks` (shared with litedrive's own connections).
+  static caf::expected<std::unique_ptr<drive>> mount(const settings& s,
+                                                     std::shared_ptr<lock_registry> locks);
 
   ~drive();
 
@@ -38,21 +37,6 @@ public:
   /// mtime may look old for the attribute timeout). Returns whether it told the kernel.
   /// Any thread but a FUSE one.
   bool invalidate(dev_t dev, ino_t ino, int64_t off, int64_t len, bool resized);
-
-  /// One POSIX lock call (F_SETLK, F_SETLKW, F_GETLK) of litedrive's own SQLite connections
-  /// (drive_io) on the backing file (dev, ino), decided by the same lock table as every other
-  /// process's lock requests but without a round trip through the kernel. `owner` stands for
-  /// this process on the file's database (what the kernel's lock_owner is for the others), `writable` says whether the
-  /// descriptor was opened for writing, `fd` reads the file (its WAL header). Blocks while the
-  /// request waits its turn, so only from a thread that may block (never a FUSE or CAF scheduler
-  /// thread). Returns 0 or an errno (F_GETLK fills `fl` in), or nullopt when the drive cannot
-  /// decide it (unknown file, a range not given from SEEK_SET): then the mount must.
-  std::optional<int> own_lock(dev_t dev, ino_t ino, int cmd, struct flock& fl, uint64_t owner,
-                              bool writable, int fd);
-
-  /// What the kernel's FLUSH does when a process closes a descriptor: `owner`'s POSIX locks on
-  /// the file (dev, ino) go. Blocks until they are gone (the same threads as own_lock).
-  void own_flush(dev_t dev, ino_t ino, uint64_t owner);
 
   /// Requests served so far, by operation, as a JSON object (for /health and the benchmarks).
   std::string counters_json() const;

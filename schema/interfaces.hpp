@@ -26,9 +26,6 @@ CAF_ALLOW_UNSAFE_MESSAGE_TYPE(litedrive::kv_request)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(litedrive::kv_answer)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(litedrive::op_reply_sink_ptr)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(litedrive::query_record)
-CAF_ALLOW_UNSAFE_MESSAGE_TYPE(litedrive::lock_request)
-CAF_ALLOW_UNSAFE_MESSAGE_TYPE(litedrive::lock_reply_sink_ptr)
-CAF_ALLOW_UNSAFE_MESSAGE_TYPE(litedrive::file_role)
 
 CAF_BEGIN_TYPE_ID_BLOCK(litedrive, caf::first_custom_type_id)
   CAF_ADD_ATOM(litedrive, litedrive, exec_atom, "exec")
@@ -36,14 +33,7 @@ CAF_BEGIN_TYPE_ID_BLOCK(litedrive, caf::first_custom_type_id)
   CAF_ADD_ATOM(litedrive, litedrive, create_atom, "create")
   CAF_ADD_ATOM(litedrive, litedrive, stats_atom, "stats")
   CAF_ADD_ATOM(litedrive, litedrive, idle_atom, "idle")
-  CAF_ADD_ATOM(litedrive, litedrive, lock_atom, "lock")
-  CAF_ADD_ATOM(litedrive, litedrive, getlk_atom, "getlk")
-  CAF_ADD_ATOM(litedrive, litedrive, release_atom, "release")
-  CAF_ADD_ATOM(litedrive, litedrive, interrupt_atom, "interrupt")
-  CAF_ADD_ATOM(litedrive, litedrive, deadlock_atom, "deadlock")
   CAF_ADD_ATOM(litedrive, litedrive, locks_atom, "locks")
-  CAF_ADD_ATOM(litedrive, litedrive, attach_atom, "attach")
-  CAF_ADD_ATOM(litedrive, litedrive, detach_atom, "detach")
   CAF_ADD_ATOM(litedrive, litedrive, kv_atom, "kv")
   CAF_ADD_ATOM(litedrive, litedrive, sweep_atom, "sweep")
   CAF_ADD_ATOM(litedrive, litedrive, record_atom, "record")
@@ -78,35 +68,12 @@ using sql_actor = caf::typed_actor<
 /// The per-database actor: SQL work (forwarded to its worker) plus its own life cycle.
 using database_actor = sql_actor::extend<
   // Asked by the registry when the database has been unused for a while: true when nothing is
-  // in flight (and, with the drive, no lock is held), so it may be closed.
+  // in flight, so it may be closed. (The drive's locks live in the lock services, apart.)
   caf::replies_to<idle_atom>::with<bool>,
   // Sent by the registry after it forgot this actor: finish what is queued, then stop.
   caf::reacts_to<caf::close_atom>,
-  // -- the drive's byte-range locks (answers go to the sink, not to the sender) --
-  // F_SETLK / F_SETLKW: granted, failed, or answered later when it is this waiter's turn.
-  caf::reacts_to<lock_atom, lock_request, lock_reply_sink_ptr>,
-  // F_GETLK.
-  caf::reacts_to<getlk_atom, lock_request, lock_reply_sink_ptr>,
-  // FLUSH: the owner closed a descriptor of this file; the sink is acknowledged when done.
-  caf::reacts_to<caf::flush_atom, uint64_t, file_role, lock_reply_sink_ptr>,
-  // RELEASE: the last reference to a file handle is gone (OFD lock cleanup).
-  caf::reacts_to<release_atom, uint64_t>,
-  // A signal interrupted waiter N (EINTR), or the wait-for graph chose it as deadlock victim.
-  caf::reacts_to<interrupt_atom, uint64_t>,
-  caf::reacts_to<deadlock_atom, uint64_t>,
-  // The drive changed the lock table on its own thread while requests waited: republish the
-  // wait-for edges, check for deadlocks, arm the wait-cap timer.
-  caf::reacts_to<settle_atom>,
-  // A drive inode caches this actor's handle (attach) or forgot it (detach): while any is
-  // attached the database is never closed as idle.
-  caf::reacts_to<attach_atom>,
-  caf::reacts_to<detach_atom>,
-  // Self-sent while lock requests wait: enforces the wait cap.
-  caf::reacts_to<caf::tick_atom>,
   // Self-sent while the database serves the KV store: sweeps expired keys.
-  caf::reacts_to<sweep_atom>,
-  // Holders, waiters and counters as JSON (GET /api/v1/sqlite/locks).
-  caf::replies_to<locks_atom>::with<std::string>>;
+  caf::reacts_to<sweep_atom>>;
 
 /// Maps a db_location to its database actor and forwards requests to it.
 using db_registry_actor = caf::typed_actor<
@@ -115,13 +82,6 @@ using db_registry_actor = caf::typed_actor<
   caf::replies_to<query_atom, db_location, std::string>::with<std::string>,
   caf::replies_to<create_atom, db_location, bool, std::string>::with<std::string>,
   caf::reacts_to<kv_atom, db_location, kv_request, op_reply_sink_ptr>,
-  // The drive's lock traffic, routed to the database's actor (spawned if needed for lock and
-  // getlk; the others go only to an actor that exists, or are acknowledged at once).
-  caf::reacts_to<lock_atom, db_location, lock_request, lock_reply_sink_ptr>,
-  caf::reacts_to<getlk_atom, db_location, lock_request, lock_reply_sink_ptr>,
-  caf::reacts_to<caf::flush_atom, db_location, uint64_t, file_role, lock_reply_sink_ptr>,
-  caf::reacts_to<release_atom, db_location, uint64_t>,
-  caf::reacts_to<interrupt_atom, db_location, uint64_t>,
   // Lock holders and waiters of one database ({"open":false} if nobody uses it).
   caf::replies_to<locks_atom, db_location>::with<std::string>,
   // The database actor serving this location (spawned if needed): for inspection and tests.
@@ -129,6 +89,13 @@ using db_registry_actor = caf::typed_actor<
   // Answers {"databases":[...]} with every open database's stats.
   caf::replies_to<stats_atom>::with<std::string>,
   // Self-sent: the idle sweep.
+  caf::reacts_to<caf::tick_atom>>;
+
+/// The lock watchdog (actors/lock_watchdog.hpp): ends the waits nobody else would end.
+using lock_watchdog_actor = caf::typed_actor<
+  // Some database's lock waiters changed: look for a deadlock, arm the wait-cap tick.
+  caf::reacts_to<settle_atom>,
+  // Self-sent while requests wait: the wait cap.
   caf::reacts_to<caf::tick_atom>>;
 
 /// The daemon-wide query history (one detached actor; see actors/query_log.hpp).

@@ -26,7 +26,7 @@ struct fixture : test_coordinator_fixture<> {
     cfg.allow_any_absolute_db_path = true;
     cfg.detached_workers = false; // SQLite inline: the test coordinator runs everything
     cfg.idle_close = std::chrono::seconds{10};
-    registry = sys.spawn(db_registry, cfg);
+    registry = sys.spawn(db_registry, cfg, std::shared_ptr<lock_registry>{});
     drain();
   }
 

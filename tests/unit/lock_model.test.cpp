@@ -1,4 +1,5 @@
-// A randomized test of the lock table against a small reference model (issue 16).
+// A randomized test of a database's lock service (its lock table behind the one interface
+// every caller uses) against a small reference model (issue 16).
 //
 // Simulated processes open a database's main file and -shm, lock and unlock SQLite's byte
 // ranges and plain ones (F_SETLK mostly, F_SETLKW sometimes), ask F_GETLK, close files (FLUSH,
@@ -35,7 +36,7 @@
 #include <string>
 #include <vector>
 
-#include "actors/lock_table.hpp"
+#include "actors/lock_service.hpp"
 #include "actors/wait_graph.hpp"
 
 using namespace litedrive;
@@ -53,19 +54,19 @@ struct range {
 
 /// What SQLite's unix VFS does on a main file, and some plain POSIX traffic.
 const std::vector<range> main_ranges = {
-  {lock_kind::read, pending, pending},          // SHARED begins
-  {lock_kind::read, shared_first, shared_last}, // SHARED (or the downgrade from EXCLUSIVE)
-  {lock_kind::unlock, pending, pending},        // ... and PENDING goes
-  {lock_kind::write, reserved, reserved},       // RESERVED
-  {lock_kind::write, pending, pending},         // PENDING on the way to EXCLUSIVE
-  {lock_kind::write, shared_first, shared_last}, // EXCLUSIVE
-  {lock_kind::unlock, pending, reserved},       // back to SHARED
-  {lock_kind::unlock, 0, to_eof},               // NO_LOCK
-  {lock_kind::write, 0, 9},                     // plain ranges
-  {lock_kind::read, 5, 14},
-  {lock_kind::unlock, 0, 4},
-  {lock_kind::write, 100, to_eof},
-  {lock_kind::read, 0, to_eof},
+    {lock_kind::read, pending, pending},           // SHARED begins
+    {lock_kind::read, shared_first, shared_last},  // SHARED (or the downgrade from EXCLUSIVE)
+    {lock_kind::unlock, pending, pending},         // ... and PENDING goes
+    {lock_kind::write, reserved, reserved},        // RESERVED
+    {lock_kind::write, pending, pending},          // PENDING on the way to EXCLUSIVE
+    {lock_kind::write, shared_first, shared_last}, // EXCLUSIVE
+    {lock_kind::unlock, pending, reserved},        // back to SHARED
+    {lock_kind::unlock, 0, to_eof},                // NO_LOCK
+    {lock_kind::write, 0, 9},                      // plain ranges
+    {lock_kind::read, 5, 14},
+    {lock_kind::unlock, 0, 4},
+    {lock_kind::write, 100, to_eof},
+    {lock_kind::read, 0, to_eof},
 };
 
 /// What it does on a -shm: single bytes (write lock, checkpoint, recover, read marks, DMS) and
@@ -92,15 +93,12 @@ struct segments {
     std::set<uint64_t> points{0};
     for (const auto& r : ranges) {
       points.insert(r.start);
-      if (r.end != to_eof)
-        points.insert(r.end + 1);
+      if (r.end != to_eof) points.insert(r.end + 1);
     }
     starts.assign(points.begin(), points.end());
   }
 
-  uint64_t end_of(size_t i) const {
-    return i + 1 < starts.size() ? starts[i + 1] - 1 : to_eof;
-  }
+  uint64_t end_of(size_t i) const { return i + 1 < starts.size() ? starts[i + 1] - 1 : to_eof; }
 
   /// The segments [first, last) that make up [start, end]; fails if it does not align.
   std::pair<size_t, size_t> cover(uint64_t start, uint64_t end) const {
@@ -108,8 +106,7 @@ struct segments {
     size_t last = static_cast<size_t>(first);
     while (last < starts.size() && end_of(last) <= end && end_of(last) != to_eof)
       ++last;
-    if (last < starts.size() && end == to_eof && end_of(last) == to_eof)
-      ++last;
+    if (last < starts.size() && end == to_eof && end_of(last) == to_eof) ++last;
     return {static_cast<size_t>(first), last};
   }
 };
@@ -127,23 +124,42 @@ using holding = std::vector<int>;
 struct process {
   uint64_t owner = 0;
   bool writable = true;
-  std::vector<int> dbs;                  ///< the databases it uses (one or two)
+  std::vector<int> dbs;                                  ///< the databases it uses (one or two)
   std::map<std::pair<int, file_role>, uint64_t> handles; ///< open file handles
-  std::optional<uint64_t> waiting;       ///< the request it is blocked on
+  std::optional<uint64_t> waiting;                       ///< the request it is blocked on
   lock_request waiting_req;
   int waiting_db = -1;
 };
 
 struct database {
   bool wal;
-  lock_table table;
+  std::unique_ptr<lock_service> locks;
   /// The model: (owner, file) -> kind per segment.
   std::map<std::pair<uint64_t, file_role>, holding> held;
 };
 
+/// The answers of the lock services, in the order given (all calls come from this thread).
+std::vector<lock_reply> answers;
+
+/// One request's sink: records its answer; must be answered exactly once.
+class model_sink final : public lock_reply_sink {
+public:
+  explicit model_sink(uint64_t id) : id_(id) {}
+  ~model_sink() override { CAF_CHECK(answered_); }
+  void reply(int err) override {
+    CAF_REQUIRE(!answered_); // a second answer
+    answered_ = true;
+    answers.push_back({id_, err});
+  }
+
+private:
+  uint64_t id_;
+  bool answered_ = false;
+};
+
 struct harness {
   std::mt19937_64 rng;
-  clock_type::time_point now = clock_type::time_point{} + std::chrono::hours{1};
+  clock_type::time_point now;
   std::chrono::milliseconds max_wait{1000};
   std::vector<database> dbs;
   std::vector<process> procs;
@@ -151,26 +167,24 @@ struct harness {
   std::vector<std::pair<int, uint64_t>> releases; ///< (db, fh) RELEASEs still in flight
   uint64_t next_id = 1;
   uint64_t next_fh = 1;
-  wait_graph graph;
   // -- statistics --
-  uint64_t grants = 0, waits = 0, eagain = 0, interrupts = 0, victims = 0, expired = 0,
-           exits = 0;
+  uint64_t grants = 0, waits = 0, eagain = 0, interrupts = 0, victims = 0, expired = 0, exits = 0;
 
   explicit harness(uint64_t seed) : rng(seed) {
+    now = clock_type::now();
     for (int i = 0; i < 4; ++i)
-      dbs.push_back(database{i % 2 == 1, lock_table{max_wait}, {}});
+      dbs.push_back(
+          database{i % 2 == 1,
+                   std::make_unique<lock_service>("db" + std::to_string(i), max_wait, nullptr),
+                   {}});
     for (uint64_t o = 1; o <= 6; ++o)
       free_owners.push_back(0x1000 + o);
     for (int i = 0; i < 5; ++i)
       spawn();
   }
 
-  size_t pick(size_t n) {
-    return std::uniform_int_distribution<size_t>(0, n - 1)(rng);
-  }
-  bool chance(double p) {
-    return std::uniform_real_distribution<double>(0, 1)(rng) < p;
-  }
+  size_t pick(size_t n) { return std::uniform_int_distribution<size_t>(0, n - 1)(rng); }
+  bool chance(double p) { return std::uniform_real_distribution<double>(0, 1)(rng) < p; }
 
   void spawn() {
     // Owner ids are recycled quickly: a new process often gets the one just freed.
@@ -180,8 +194,7 @@ struct harness {
     free_owners.erase(free_owners.begin() + static_cast<ptrdiff_t>(i));
     p.writable = chance(0.85);
     p.dbs.push_back(static_cast<int>(pick(dbs.size())));
-    if (chance(0.3))
-      p.dbs.push_back(static_cast<int>(pick(dbs.size())));
+    if (chance(0.3)) p.dbs.push_back(static_cast<int>(pick(dbs.size())));
     for (int db : p.dbs) {
       p.handles[{db, file_role::main}] = next_fh++;
       p.handles[{db, file_role::shm}] = next_fh++;
@@ -205,14 +218,12 @@ struct harness {
       h[s] = k;
   }
 
-  void model_drop(int db, uint64_t owner, file_role f) {
-    dbs[db].held.erase({owner, f});
-  }
+  void model_drop(int db, uint64_t owner, file_role f) { dbs[db].held.erase({owner, f}); }
 
   /// What the table holds, in the model's terms.
   std::map<std::pair<uint64_t, file_role>, holding> table_holdings(int db) {
     std::map<std::pair<uint64_t, file_role>, holding> out;
-    for (const auto& l : dbs[db].table.locks()) {
+    for (const auto& l : dbs[db].locks->holders()) {
       auto [first, last] = segs(l.file).cover(l.start, l.end);
       CAF_REQUIRE(first < last);
       CAF_REQUIRE_EQUAL(segs(l.file).starts[first], l.start);
@@ -228,23 +239,24 @@ struct harness {
   }
 
   bool others_on_file(int db, uint64_t owner, file_role f) {
-    for (const auto& l : dbs[db].table.locks())
-      if (l.owner != owner && l.file == f)
-        return true;
+    for (const auto& l : dbs[db].locks->holders())
+      if (l.owner != owner && l.file == f) return true;
     return false;
   }
 
-  // -- replies --------------------------------------------------------------------------------------
+  // -- replies
+  // --------------------------------------------------------------------------------------
 
   process* waiter_with(uint64_t id) {
     for (auto& p : procs)
-      if (p.waiting && *p.waiting == id)
-        return &p;
+      if (p.waiting && *p.waiting == id) return &p;
     return nullptr;
   }
 
-  /// Every reply answers a blocked process exactly once; a grant changes the model.
-  void deliver(std::vector<lock_reply>& replies) {
+  /// Every answer ends a blocked process's request, once; a grant changes the model.
+  void deliver() {
+    auto replies = std::move(answers);
+    answers.clear();
     for (const auto& r : replies) {
       auto* p = waiter_with(r.id);
       CAF_REQUIRE(p != nullptr); // an answer for nobody, or a second one
@@ -253,16 +265,15 @@ struct harness {
         ++grants;
       } else {
         CAF_REQUIRE(r.err == EAGAIN || r.err == EINTR || r.err == EDEADLK);
-        if (r.err == EDEADLK)
-          CAF_REQUIRE(p->waiting_req.sleep); // never EDEADLK to an F_SETLK
+        if (r.err == EDEADLK) CAF_REQUIRE(p->waiting_req.sleep); // never EDEADLK to an F_SETLK
       }
       p->waiting.reset();
       p->waiting_db = -1;
     }
-    replies.clear();
   }
 
-  // -- steps ----------------------------------------------------------------------------------------
+  // -- steps
+  // ----------------------------------------------------------------------------------------
 
   lock_request make_request(process& p, int db, file_role f) {
     const auto& list = f == file_role::shm ? shm_ranges : main_ranges;
@@ -288,60 +299,50 @@ struct harness {
     auto f = dbs[db].wal && chance(0.6) ? file_role::shm : file_role::main;
     auto r = make_request(p, db, f);
     bool others = others_on_file(db, p.owner, f);
-    bool queue = !dbs[db].table.waiters().empty();
-    std::vector<lock_reply> replies;
-    auto answer = dbs[db].table.setlk(r, now, replies);
-    if (answer) {
-      if (*answer == 0) {
-        model_apply(db, r);
-        ++grants;
-      } else {
-        CAF_REQUIRE_EQUAL(*answer, EAGAIN);
-        CAF_REQUIRE(others || queue); // failed although nobody else was on the file
-        ++eagain;
-      }
-    } else {
-      p.waiting = r.id;
-      p.waiting_req = r;
-      p.waiting_db = db;
+    bool queue = !dbs[db].locks->queue().empty();
+    // The process is in fcntl() from now on, until its answer comes (at once or later).
+    p.waiting = r.id;
+    p.waiting_req = r;
+    p.waiting_db = db;
+    dbs[db].locks->setlk(r, std::make_shared<model_sink>(r.id));
+    std::optional<int> at_once;
+    for (const auto& a : answers)
+      if (a.id == r.id) at_once = a.err;
+    if (!at_once)
       ++waits;
+    else if (*at_once == EAGAIN) {
+      CAF_REQUIRE(others || queue); // failed although nobody else was on the file
+      ++eagain;
     }
-    deliver(replies);
+    deliver();
   }
 
   void step_getlk(process& p) {
     int db = p.dbs[pick(p.dbs.size())];
     auto f = dbs[db].wal && chance(0.5) ? file_role::shm : file_role::main;
     auto r = make_request(p, db, f);
-    if (r.kind == lock_kind::unlock)
-      r.kind = lock_kind::write;
-    auto answer = dbs[db].table.getlk(r);
+    if (r.kind == lock_kind::unlock) r.kind = lock_kind::write;
+    auto answer = dbs[db].locks->getlk(r);
     // The model's view: does another owner hold a conflicting lock in the range?
     auto [first, last] = segs(f).cover(r.start, r.end);
     bool conflict = false;
     for (const auto& [key, h] : dbs[db].held) {
-      if (key.first == p.owner || key.second != f)
-        continue;
+      if (key.first == p.owner || key.second != f) continue;
       for (size_t s = first; s < last; ++s)
-        if (h[s] == 2 || (h[s] == 1 && r.kind == lock_kind::write))
-          conflict = true;
+        if (h[s] == 2 || (h[s] == 1 && r.kind == lock_kind::write)) conflict = true;
     }
     CAF_REQUIRE_EQUAL(answer.has_value(), conflict);
-    if (answer)
-      CAF_REQUIRE(answer->owner != p.owner);
+    if (answer) CAF_REQUIRE(answer->owner != p.owner);
   }
 
   /// FLUSH of `p` on one file of `db`, as any close() sends it; the handle's RELEASE follows
   /// later. The process opens the file again at once (a new handle).
   void flush(process& p, int db, file_role f, bool reopen) {
-    std::vector<lock_reply> replies;
-    dbs[db].table.cancel_owner(p.owner, f, replies);
-    dbs[db].table.release_owner(p.owner, f, replies);
+    dbs[db].locks->flush(p.owner, f);
     model_drop(db, p.owner, f);
-    deliver(replies);
+    deliver();
     releases.emplace_back(db, p.handles[{db, f}]);
-    if (reopen)
-      p.handles[{db, f}] = next_fh++;
+    if (reopen) p.handles[{db, f}] = next_fh++;
   }
 
   void step_close(process& p) {
@@ -365,70 +366,58 @@ struct harness {
   }
 
   void step_interrupt(process& p) {
-    std::vector<lock_reply> replies;
     auto id = *p.waiting;
-    dbs[p.waiting_db].table.interrupt(id, replies);
+    dbs[p.waiting_db].locks->interrupt(id);
     bool answered = false;
-    for (const auto& r : replies)
+    for (const auto& r : answers)
       if (r.id == id) {
         CAF_REQUIRE_EQUAL(r.err, EINTR);
         answered = true;
       }
     CAF_REQUIRE(answered);
     ++interrupts;
-    deliver(replies);
+    deliver();
   }
 
   void step_time() {
     now += std::chrono::milliseconds{std::uniform_int_distribution<int>(0, 700)(rng)};
-    for (int db = 0; db < static_cast<int>(dbs.size()); ++db) {
-      std::vector<lock_reply> replies;
-      dbs[db].table.expire(now, replies);
-      expired += replies.size();
-      deliver(replies);
-    }
+    for (auto& d : dbs)
+      expired += d.locks->expire(now);
+    deliver();
   }
 
   void step_release() {
-    if (releases.empty())
-      return;
+    if (releases.empty()) return;
     auto i = pick(releases.size());
     auto [db, fh] = releases[i];
     releases.erase(releases.begin() + static_cast<ptrdiff_t>(i));
-    std::vector<lock_reply> replies;
-    dbs[db].table.release_handle(fh, replies);
-    deliver(replies);
+    dbs[db].locks->release(fh);
+    deliver();
   }
 
-  /// What the database actors do after every change: publish the waiters, break a cycle.
+  /// What the lock watchdog does after every change: break cycles of the wait-for graph.
   void break_deadlocks() {
     for (int round = 0; round < 16; ++round) {
-      bool found = false;
-      for (int db = 0; db < static_cast<int>(dbs.size()) && !found; ++db) {
-        std::vector<wait_graph::waiter_info> infos;
-        const auto& t = dbs[db].table;
-        uint64_t seq = 0;
-        for (const auto& w : t.waiters())
-          infos.push_back({w.req.id, w.req.owner, t.blockers(w), t.victim_rank(w), w.req.id + seq++});
-        auto victim = graph.update(static_cast<caf::actor_id>(db + 1), caf::actor{}, std::move(infos));
-        if (!victim)
-          continue;
-        found = true;
-        // The victim may wait on another database: find it.
-        for (auto& other : dbs) {
-          std::vector<lock_reply> replies;
-          other.table.abort_waiter(victim->waiter_id, replies);
-          if (!replies.empty())
-            ++victims;
-          deliver(replies);
-        }
+      std::vector<wait_graph::waiter_info> all;
+      for (const auto& d : dbs) {
+        auto w = d.locks->waiters();
+        all.insert(all.end(), w.begin(), w.end());
       }
-      if (!found)
-        return;
+      auto victim = wait_graph::find_victim(all);
+      if (!victim) return;
+      for (auto& d : dbs)
+        d.locks->abort(*victim);
+      // Exactly one table held it (its abort may grant others behind it too).
+      CAF_REQUIRE_EQUAL(std::count_if(answers.begin(), answers.end(),
+                                      [&](const lock_reply& a) { return a.id == *victim; }),
+                        1);
+      ++victims;
+      deliver();
     }
   }
 
-  // -- the invariants -------------------------------------------------------------------------------
+  // -- the invariants
+  // -------------------------------------------------------------------------------
 
   void check() {
     for (int db = 0; db < static_cast<int>(dbs.size()); ++db) {
@@ -455,28 +444,25 @@ struct harness {
       // 2. no conflicting holders
       for (const auto& [a, ha] : actual)
         for (const auto& [b, hb] : actual) {
-          if (a.first >= b.first || a.second != b.second)
-            continue;
+          if (a.first >= b.first || a.second != b.second) continue;
           for (size_t s = 0; s < ha.size(); ++s)
             CAF_REQUIRE(!(ha[s] && hb[s] && (ha[s] == 2 || hb[s] == 2)));
         }
       // 3. the waiters are the blocked processes
+      auto q = d.locks->queue();
       std::set<uint64_t> queued;
-      for (const auto& w : d.table.waiters())
+      for (const auto& w : q)
         queued.insert(w.req.id);
       std::set<uint64_t> blocked;
       for (const auto& p : procs)
-        if (p.waiting && p.waiting_db == db)
-          blocked.insert(*p.waiting);
+        if (p.waiting && p.waiting_db == db) blocked.insert(*p.waiting);
       CAF_REQUIRE(queued == blocked);
       // 4. nobody waits for nothing
-      const auto& q = d.table.waiters();
       for (size_t i = 0; i < q.size(); ++i) {
         const auto& w = q[i];
         bool ahead = false;
         for (size_t j = 0; j < i; ++j)
-          if (q[j].req.file == w.req.file && q[j].req.owner != w.req.owner)
-            ahead = true;
+          if (q[j].req.file == w.req.file && q[j].req.owner != w.req.owner) ahead = true;
         CAF_REQUIRE(ahead || others_on_file(db, w.req.owner, w.req.file));
       }
     }
@@ -486,19 +472,15 @@ struct harness {
     auto roll = pick(100);
     auto& p = procs[pick(procs.size())];
     if (roll < 55) {
-      if (!p.waiting)
-        step_setlk(p);
+      if (!p.waiting) step_setlk(p);
     } else if (roll < 62) {
-      if (!p.waiting)
-        step_getlk(p);
+      if (!p.waiting) step_getlk(p);
     } else if (roll < 70) {
-      if (!p.waiting)
-        step_close(p);
+      if (!p.waiting) step_close(p);
     } else if (roll < 75) {
       step_exit(static_cast<size_t>(&p - procs.data()));
     } else if (roll < 82) {
-      if (p.waiting)
-        step_interrupt(p);
+      if (p.waiting) step_interrupt(p);
     } else if (roll < 88) {
       step_time();
     } else {
@@ -512,8 +494,7 @@ struct harness {
   void drain() {
     while (!procs.empty()) {
       auto& p = procs.back();
-      if (p.waiting)
-        step_interrupt(p);
+      if (p.waiting) step_interrupt(p);
       for (int db : std::set<int>(p.dbs.begin(), p.dbs.end())) {
         flush(p, db, file_role::main, false);
         flush(p, db, file_role::shm, false);
@@ -525,13 +506,12 @@ struct harness {
     while (!releases.empty())
       step_release();
     for (auto& d : dbs)
-      CAF_REQUIRE(d.table.empty());
+      CAF_REQUIRE(d.locks->empty());
   }
 };
 
 uint64_t env_or(const char* name, uint64_t fallback) {
-  if (const char* v = std::getenv(name))
-    return std::strtoull(v, nullptr, 0);
+  if (const char* v = std::getenv(name)) return std::strtoull(v, nullptr, 0);
   return fallback;
 }
 

@@ -215,47 +215,22 @@ CAF_TEST(interrupts timeouts and deadlock aborts answer the waiter) {
   CAF_CHECK_EQUAL(table.stats().deadlocks, 1u);
 }
 
-CAF_TEST(setlk now decides only what needs no waiting) {
-  // Grants, unlocks and fail-at-once answers are decided on the caller's thread.
-  CAF_CHECK_EQUAL(table.setlk_now(req(1, lock_kind::write, reserved, reserved), now, replies), 0);
-  auto wal_excl = req(5, lock_kind::write, shared_first, shared_last);
-  wal_excl.wal = true; // a close-time checkpoint attempt while owner 2 reads: fails at once
-  CAF_CHECK_EQUAL(table.setlk_now(req(2, lock_kind::read, shared_first, shared_last), now, replies), 0);
-  CAF_CHECK_EQUAL(table.setlk_now(wal_excl, now, replies), EAGAIN);
-  // A request that would wait is declined and NOT queued: the actor decides it.
-  auto second = req(3, lock_kind::write, reserved, reserved);
-  CAF_CHECK(!table.setlk_now(second, now, replies));
-  CAF_CHECK(table.waiters().empty());
-  CAF_CHECK_EQUAL(set(second), -1);
-  // With somebody waiting: a request that competes with the waiter is declined (FIFO)...
-  CAF_CHECK(!table.setlk_now(req(4, lock_kind::write, reserved, reserved), now, replies));
-  // ...one that does not is granted...
-  CAF_CHECK_EQUAL(table.setlk_now(req(4, lock_kind::read, 0, 10), now, replies), 0);
-  CAF_CHECK(replies.empty());
-  // ...and the holder's unlock grants the waiter, reported to whoever unlocked.
-  CAF_CHECK_EQUAL(table.setlk_now(req(1, lock_kind::unlock, reserved, reserved), now, replies), 0);
-  CAF_CHECK(granted(second.id));
-  CAF_CHECK(table.waiters().empty());
-  CAF_CHECK_EQUAL(table.stats().fast_fails, 1u);
-}
-
-CAF_TEST(the wait for graph finds a cycle across two tables) {
-  // Two tables (databases), two owners: 1 waits for 2 on table A, 2 waits for 1 on table B.
-  wait_graph graph;
-  caf::actor none; // the handles only matter for sending the abort
-  CAF_CHECK(!graph.update(1, none, {{11, 1, {2}, 2, 1}}));
-  auto victim = graph.update(2, none, {{22, 2, {1}, 0, 2}});
+CAF_TEST(the wait for graph finds a cycle across two databases) {
+  using wait_graph::find_victim;
+  // Owner 1 waits for 2 (on database A), 2 waits for 1 (on database B).
+  CAF_CHECK(!find_victim({{11, 1, {2}, 2, 1}}));
+  auto victim = find_victim({{11, 1, {2}, 2, 1}, {22, 2, {1}, 0, 2}});
   CAF_REQUIRE(victim);
-  CAF_CHECK_EQUAL(victim->waiter_id, 22u); // the better-ranked victim (rank 0)
-  // Table B's waiter is gone (aborted): no cycle any more.
-  CAF_CHECK(!graph.update(2, none, {}));
-  CAF_CHECK(!graph.update(1, none, {{11, 1, {2}, 2, 1}}));
+  CAF_CHECK_EQUAL(*victim, 22u); // the better-ranked victim (rank 0)
   // With equal ranks the youngest loses.
-  auto youngest = graph.update(2, none, {{33, 2, {1}, 2, 9}});
+  auto youngest = find_victim({{11, 1, {2}, 2, 1}, {33, 2, {1}, 2, 9}});
   CAF_REQUIRE(youngest);
-  CAF_CHECK_EQUAL(youngest->waiter_id, 33u);
-  graph.forget(2);
-  CAF_CHECK(!graph.update(1, none, {{11, 1, {2}, 2, 1}}));
+  CAF_CHECK_EQUAL(*youngest, 33u);
+  // A longer cycle through a third owner, and an owner waiting in two places at once.
+  auto three = find_victim({{1, 1, {2}, 3, 1}, {2, 2, {3}, 3, 2}, {3, 3, {9}, 3, 3}, {4, 3, {1}, 3, 4}});
+  CAF_REQUIRE(three);
+  CAF_CHECK_EQUAL(*three, 4u);
+  CAF_CHECK(!find_victim({{1, 1, {2}, 3, 1}, {2, 2, {3}, 3, 2}, {3, 3, {9}, 3, 3}}));
 }
 
 CAF_TEST_FIXTURE_SCOPE_END()
