@@ -26,6 +26,7 @@
 #include "actors/lock_watchdog.hpp"
 #include "actors/query_history.hpp"
 #include "daemon/options.hpp"
+#include "daemon/store_lock.hpp"
 #include "fuse_bridge/drive.hpp"
 #include "http/http_server.hpp"
 #include "schema/errc.hpp"
@@ -92,6 +93,12 @@ int main(int argc, char** argv) {
     return 1;
   }
   cfg.store = *store;
+  // Held (open) until the process ends: one daemon per store.
+  auto store_lock = claim_store(cfg.store);
+  if (!store_lock) {
+    spdlog::critical("store: {}", view(store_lock.error()).message);
+    return 1;
+  }
   auto state = prepare_dir(cfg.state, 0700);
   if (!state) {
     spdlog::critical("state: {}", view(state.error()).message);

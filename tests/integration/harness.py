@@ -44,6 +44,7 @@ class Daemon:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
+                self.log.close()
                 raise RuntimeError(f"litedrive exited with {self.proc.returncode}:\n{self.read_log()}")
             if os.path.exists(port_file):
                 with open(port_file) as f:

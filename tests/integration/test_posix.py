@@ -1,6 +1,7 @@
 """The drive as a plain POSIX file system: operations, errno values, ownership of created files,
 O_DIRECT and mmap, as root and as an unprivileged user."""
 import errno
+import sqlite3
 import mmap
 import os
 import stat
@@ -291,6 +292,33 @@ class StartupChecks(unittest.TestCase):
         finally:
             d.mount = None
             d.cleanup()
+
+    def test_a_second_daemon_on_the_same_store_is_refused(self):
+        """One daemon per store (issue 16): a second one, with its own mount point, would keep a
+        second lock table over the same files."""
+        first = Daemon(mount=True).start()
+        second = Daemon(store=first.store, mount=True)
+        try:
+            with self.assertRaises(RuntimeError) as ctx:
+                second.start(timeout=10)
+            self.assertIn("another litedrive", str(ctx.exception))
+            self.assertIn(f"pid {first.proc.pid}", str(ctx.exception))
+            self.assertEqual(second.proc.returncode, 1)
+            self.assertFalse(os.path.ismount(second.mount), "the refused daemon mounted anyway")
+            # The first one still serves, and once it stopped, the store is free again.
+            path = os.path.join(first.mount, "one.db")
+            con = sqlite3.connect(path)
+            con.execute("CREATE TABLE t (x)")
+            con.close()
+            self.assertEqual(first.stop(), 0)
+            second.start()
+            con = sqlite3.connect(os.path.join(second.mount, "one.db"))
+            self.assertEqual(con.execute("SELECT count(*) FROM t").fetchone()[0], 0)
+            con.close()
+            self.assertEqual(second.stop(), 0)
+        finally:
+            second.cleanup()
+            first.cleanup()
 
 
 if __name__ == "__main__":
