@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <iostream>
+#include <thread>
 
 #include <sys/stat.h>
 #include <unistd.h>
@@ -240,7 +241,8 @@ int main(int argc, char** argv) {
     caf::anon_send_exit(history, caf::exit_reason::user_shutdown);
     // The watchdog stays until everything else is gone: a database closing may still wait for
     // a lock, and only the watchdog ends waits at the cap.
-    sys.registry().await_running_count_equal(1);
+    while (sys.registry().running() > 1)
+      std::this_thread::sleep_for(std::chrono::milliseconds{10});
     locks->set_wake(nullptr);
     caf::anon_send_exit(watchdog, caf::exit_reason::user_shutdown);
     // The actors close their databases through the drive: unmount only after they are gone.
