@@ -163,5 +163,15 @@ class Daemon:
                             + ("&init_kv=true" if init_kv else ""))
 
 
+def new_database(path, journal, ddl):
+    """Creates a database at `path` in journal mode `journal` with `ddl`; returns the mode set."""
+    import sqlite3
+    con = sqlite3.connect(path, isolation_level=None)
+    mode = con.execute(f"PRAGMA journal_mode={journal}").fetchone()[0]
+    con.execute(ddl)
+    con.close()
+    return mode
+
+
 def rows(answer, index=0):
     return answer["results"][index]["resultSet"]

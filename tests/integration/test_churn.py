@@ -16,7 +16,7 @@ import threading
 import time
 import unittest
 
-from harness import Daemon
+from harness import Daemon, new_database
 
 ROUNDS = int(os.environ.get("LITEDRIVE_CHURN_ROUNDS", "300"))
 
@@ -50,11 +50,7 @@ con.close()
 
 
 def create(path, journal):
-    con = sqlite3.connect(path, isolation_level=None)
-    mode = con.execute(f"PRAGMA journal_mode={journal}").fetchone()[0]
-    con.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, who TEXT NOT NULL, n INTEGER NOT NULL)")
-    con.close()
-    return mode
+    return new_database(path, journal, "CREATE TABLE t (id INTEGER PRIMARY KEY, who TEXT NOT NULL, n INTEGER NOT NULL)")
 
 
 def stored_rows(path):

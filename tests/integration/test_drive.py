@@ -17,7 +17,7 @@ import time
 import unittest
 import urllib.parse
 
-from harness import Daemon, rows
+from harness import Daemon, new_database, rows
 
 WRITERS = 8
 PER_WRITER = 200
@@ -28,11 +28,7 @@ def mounted_daemon(*args):
 
 
 def create_table(path, journal):
-    con = sqlite3.connect(path, isolation_level=None)
-    mode = con.execute(f"PRAGMA journal_mode={journal}").fetchone()[0]
-    con.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, w INTEGER, i INTEGER, UNIQUE (w, i))")
-    con.close()
-    return mode
+    return new_database(path, journal, "CREATE TABLE t (id INTEGER PRIMARY KEY, w INTEGER, i INTEGER, UNIQUE (w, i))")
 
 
 def check_table(test, path, expected):
