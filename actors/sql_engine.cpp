@@ -11,6 +11,7 @@
 #include <spdlog/spdlog.h>
 
 #include "actors/db_path.hpp"
+#include "actors/sql_policy.hpp"
 #include "actors/wal_vfs.hpp"
 #include "schema/base64.hpp"
 #include "schema/errc.hpp"
@@ -32,70 +33,32 @@ int progress_callback(void* ptr) {
   return 1;
 }
 
-namespace {
-
-/// Pragmas the read-only endpoint may run. Without an argument they only report a value; the
-/// ones marked `with_arg` take an object name or a count and still only read.
-struct pragma_rule {
-  const char* name;
-  bool with_arg;
-};
-
-constexpr pragma_rule read_only_pragmas[] = {
-  {"application_id", false}, {"auto_vacuum", false},       {"collation_list", false},
-  {"compile_options", false}, {"data_version", false},     {"database_list", false},
-  {"encoding", false},        {"foreign_key_check", true}, {"foreign_key_list", true},
-  {"foreign_keys", false},    {"freelist_count", false},   {"function_list", false},
-  {"index_info", true},       {"index_list", true},        {"index_xinfo", true},
-  {"integrity_check", true},  {"journal_mode", false},     {"module_list", false},
-  {"page_count", false},      {"page_size", false},        {"pragma_list", false},
-  {"quick_check", true},      {"schema_version", false},   {"table_info", true},
-  {"table_list", true},       {"table_xinfo", true},       {"user_version", false},
-};
-
-bool pragma_allowed(const char* name, const char* arg) {
-  if (name == nullptr)
-    return false;
-  for (const auto& rule : read_only_pragmas)
-    if (sqlite3_stricmp(rule.name, name) == 0)
-      return arg == nullptr || rule.with_arg;
-  return false;
-}
-
-} // namespace
-
 int authorizer_callback(void* ptr, int action, const char* a1, const char* a2, const char*,
                         const char*) {
   auto* self = static_cast<sql_engine*>(ptr);
-  switch (self->mode_) {
-    case sql_engine::mode::internal:
-      return SQLITE_OK;
-    case sql_engine::mode::items:
-      // ATTACH would reach any file on the host; BEGIN/COMMIT would break the request's own
-      // transaction (SAVEPOINT is fine: it nests).
-      if (action == SQLITE_ATTACH || action == SQLITE_DETACH || action == SQLITE_TRANSACTION)
-        return SQLITE_DENY;
-      if (action == SQLITE_SAVEPOINT && a2 != nullptr && sqlite3_stricmp(a2, "litedrive_txn") == 0)
-        return SQLITE_DENY;
-      return SQLITE_OK;
-    case sql_engine::mode::read_only:
-      switch (action) {
-        case SQLITE_SELECT:
-        case SQLITE_READ:
-        case SQLITE_FUNCTION:
-        case SQLITE_RECURSIVE:
-          return SQLITE_OK;
-        case SQLITE_PRAGMA:
-          if (pragma_allowed(a1, a2))
-            return SQLITE_OK;
-          break;
-        default:
-          break;
-      }
-      self->denied_write_ = true;
+  if (self->mode_ == sql_engine::mode::internal)
+    return SQLITE_OK;
+  if (self->mode_ == sql_engine::mode::items) {
+    // BEGIN/COMMIT would break the request's own transaction (SAVEPOINT is fine: it nests).
+    if (action == SQLITE_TRANSACTION) {
+      self->denied_ = "BEGIN, COMMIT and ROLLBACK (a request is one transaction already)";
       return SQLITE_DENY;
+    }
+    if (action == SQLITE_SAVEPOINT && a2 != nullptr && sqlite3_stricmp(a2, "litedrive_txn") == 0) {
+      self->denied_ = "the savepoint litedrive_txn (litedrive's own)";
+      return SQLITE_DENY;
+    }
   }
-  return SQLITE_DENY;
+  auto who = self->mode_ == sql_engine::mode::read_only ? sql_policy::access::read_only
+                                                        : sql_policy::access::items;
+  auto v = sql_policy::authorize(who, action, a1, a2);
+  if (v.code != SQLITE_OK) {
+    if (v.write)
+      self->denied_write_ = true;
+    else if (self->denied_.empty())
+      self->denied_ = std::move(v.refused);
+  }
+  return v.code;
 }
 
 // -- construction -------------------------------------------------------------------------------
@@ -177,6 +140,7 @@ caf::error sql_engine::configure(sqlite3* db) {
   sqlite3_busy_timeout(db, static_cast<int>(settings_.busy_timeout.count()));
   sqlite3_progress_handler(db, 1000, progress_callback, this);
   sqlite3_set_authorizer(db, authorizer_callback, this);
+  sql_policy::harden(db, settings_);
   return caf::none;
 }
 
@@ -283,6 +247,11 @@ caf::error sql_engine::sqlite_failure(sqlite3* db, int rc, int32_t index, const 
                       prefix + "statement interrupted after the statement time limit ("
                         + std::to_string(settings_.statement_timeout.count()) + " ms)",
                       index);
+  if (!denied_.empty())
+    return make_error(errc::sql_not_allowed,
+                      prefix + denied_ + " is not allowed here (litedrive's SQL policy, see the "
+                               "README's security section)",
+                      index);
   if (mode_ == mode::read_only && denied_write_)
     return make_error(errc::read_only_violation,
                       prefix + "the query endpoint is read-only; this statement would change "
@@ -296,6 +265,10 @@ caf::error sql_engine::sqlite_failure(sqlite3* db, int rc, int32_t index, const 
                                  "wait limit (" + msg + ")",
                         index);
     case SQLITE_NOMEM:
+      return make_error(errc::sql_error,
+                        prefix + "out of memory: the statement needs more memory than litedrive "
+                                 "gives SQLite (sqlite-heap-max-bytes)",
+                        index);
     case SQLITE_IOERR:
     case SQLITE_CORRUPT:
     case SQLITE_FULL:
@@ -438,6 +411,7 @@ caf::error sql_engine::step_into(sqlite3_stmt* stmt, bool collect, int32_t index
 }
 
 caf::error sql_engine::run_item(const sql_item& item, int32_t index, std::string& out) {
+  denied_.clear();
   const char* sql = item.sql.data();
   const char* end = sql + item.sql.size();
   bool has_values = !item.positional.empty() || !item.named.empty();
@@ -572,6 +546,7 @@ caf::error sql_engine::run_write(const db_op& op, op_outcome& out) {
   timed_out_ = false;
   if (auto err = exec_control("SAVEPOINT litedrive_txn"))
     return err;
+  denied_.clear();
   mode_ = mode::items;
   auto res = kv_.run(req, unix_now());
   mode_ = mode::internal;
@@ -721,6 +696,7 @@ caf::expected<std::string> sql_engine::query(const std::string& sql) {
   deadline_ = std::chrono::steady_clock::now() + settings_.statement_timeout;
   timed_out_ = false;
   denied_write_ = false;
+  denied_.clear();
   response_bytes_ = 0;
   mode_ = mode::read_only;
   sqlite3_stmt* stmt = nullptr;

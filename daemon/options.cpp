@@ -160,6 +160,15 @@ const std::vector<option_def>& option_table() {
     {"max-result-bytes", "N", "bytes of one JSON answer (more: 413 RESULT_TOO_LARGE)",
      [](options& o, const std::string& v) { return parse_number("max-result-bytes", v, o.cfg.max_result_bytes); },
      [](const options& o) { return std::to_string(o.cfg.max_result_bytes); }},
+    {"sql-max-value-bytes", "N", "largest string or blob one SQL value may become (larger: 400 SQL_ERROR)",
+     [](options& o, const std::string& v) { return parse_number("sql-max-value-bytes", v, o.cfg.sql_max_value_bytes); },
+     [](const options& o) { return std::to_string(o.cfg.sql_max_value_bytes); }},
+    {"sql-max-statement-bytes", "N", "longest SQL statement (longer: 400 SQL_ERROR)",
+     [](options& o, const std::string& v) { return parse_number("sql-max-statement-bytes", v, o.cfg.sql_max_statement_bytes); },
+     [](const options& o) { return std::to_string(o.cfg.sql_max_statement_bytes); }},
+    {"sqlite-heap-max-bytes", "N", "memory all SQLite connections together may hold (then a statement fails with SQLITE_NOMEM)",
+     [](options& o, const std::string& v) { return parse_number("sqlite-heap-max-bytes", v, o.cfg.sqlite_heap_max_bytes); },
+     [](const options& o) { return std::to_string(o.cfg.sqlite_heap_max_bytes); }},
     {"synchronous", "MODE", "PRAGMA synchronous of litedrive's connections: OFF, NORMAL, FULL, EXTRA",
      [](options& o, const std::string& v) {
        for (auto* m : {"OFF", "NORMAL", "FULL", "EXTRA"})

@@ -273,6 +273,7 @@ http_status status_of(errc x) {
     case errc::too_many_items:
     case errc::sql_error: return {400, "Bad Request"};
     case errc::read_only_violation: return {403, "Forbidden"};
+    case errc::sql_not_allowed: return {403, "Forbidden"};
     case errc::database_not_found:
     case errc::not_found: return {404, "Not Found"};
     case errc::method_not_allowed: return {405, "Method Not Allowed"};

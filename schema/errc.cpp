@@ -16,6 +16,7 @@ const char* to_code(errc x) noexcept {
     case errc::too_many_items: return "TOO_MANY_ITEMS";
     case errc::sql_error: return "SQL_ERROR";
     case errc::read_only_violation: return "READ_ONLY_VIOLATION";
+    case errc::sql_not_allowed: return "SQL_NOT_ALLOWED";
     case errc::database_not_found: return "DATABASE_NOT_FOUND";
     case errc::not_found: return "NOT_FOUND";
     case errc::method_not_allowed: return "METHOD_NOT_ALLOWED";

@@ -24,6 +24,7 @@ enum class errc : uint8_t {
   too_many_items,       ///< more items than the configured limit
   sql_error,            ///< SQLite refused a statement (syntax, constraint, ...)
   read_only_violation,  ///< a write attempted on the read-only query endpoint
+  sql_not_allowed,      ///< a function, pragma or statement litedrive's SQL policy refuses
   database_not_found,   ///< the database file does not exist
   not_found,            ///< no such route
   method_not_allowed,   ///< route exists, method does not

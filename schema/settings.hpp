@@ -37,6 +37,9 @@ struct settings {
   std::chrono::milliseconds busy_timeout{5000};       ///< wait for other processes' locks
   size_t max_result_rows = 100000;         ///< rows per result set
   size_t max_result_bytes = 32u << 20;     ///< bytes of one JSON response
+  size_t sql_max_value_bytes = 16u << 20;  ///< largest string or blob SQLite makes (LIMIT_LENGTH)
+  size_t sql_max_statement_bytes = 4u << 20;  ///< longest SQL statement (LIMIT_SQL_LENGTH)
+  size_t sqlite_heap_max_bytes = 1024u << 20; ///< all of SQLite's memory (hard heap limit)
   std::string synchronous = "FULL";        ///< PRAGMA synchronous for litedrive's connections
   size_t group_commit_max = 256;           ///< transactions combined into one commit, at most
   /// A commit's WAL frames are written to the file in one write of up to this many bytes

@@ -312,7 +312,7 @@ class ErrorCodes(unittest.TestCase):
         body, _ = self.expect(self.post("/api/v1/sqlite/db?db=e", {"transaction": [{"statement": "INSERT INTO nope VALUES (1)"}]}), 400, "SQL_ERROR")
         self.assertIn("no such table", body["error"]["message"])
         self.expect(self.post("/api/v1/sqlite/db?db=e", {"transaction": [{"statement": "SELEC 1"}]}), 400, "SQL_ERROR")
-        self.expect(self.post("/api/v1/sqlite/db?db=e", {"transaction": [{"statement": "COMMIT"}]}), 400, "SQL_ERROR")
+        self.expect(self.post("/api/v1/sqlite/db?db=e", {"transaction": [{"statement": "COMMIT"}]}), 403, "SQL_NOT_ALLOWED")
         with open(os.path.join(self.d.store, "garbage.db"), "wb") as f:
             f.write(b"this is not a database" * 100)
         self.expect(self.post("/api/v1/sqlite/db?db=garbage", {"transaction": [{"query": "SELECT count(*) FROM sqlite_master"}]}), 400, "SQL_ERROR")
