@@ -92,9 +92,14 @@ CAF_TEST(a failing item rolls back the whole transaction) {
 }
 
 CAF_TEST(transaction control and attach are refused inside items) {
-  CAF_CHECK_EQUAL(code_of(exec(R"j({"transaction":[{"statement":"COMMIT"}]})j")), errc::sql_error);
+  CAF_CHECK_EQUAL(code_of(exec(R"j({"transaction":[{"statement":"COMMIT"}]})j")),
+                  errc::sql_not_allowed);
   CAF_CHECK_EQUAL(code_of(exec(R"j({"transaction":[{"statement":"ATTACH '/tmp/x.db' AS x"}]})j")),
-                  errc::sql_error);
+                  errc::sql_not_allowed);
+  CAF_CHECK_EQUAL(code_of(exec(R"j({"transaction":[{"query":"SELECT fts3_tokenizer('simple')"}]})j")),
+                  errc::sql_not_allowed);
+  CAF_CHECK_EQUAL(code_of(exec(R"j({"transaction":[{"statement":"PRAGMA query_only=1"}]})j")),
+                  errc::sql_not_allowed);
   // The engine is still usable afterwards.
   CAF_CHECK(exec(R"j({"transaction":[{"query":"SELECT 1 AS one"}]})j"));
 }
