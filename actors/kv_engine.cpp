@@ -9,6 +9,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "schema/json_in.hpp"
+
 #include "schema/errc.hpp"
 #include "schema/json_out.hpp"
 #include "schema/kv_schema.hpp"
@@ -48,12 +50,14 @@ struct reset_guard {
   }
 };
 
+/// A stored value or a client's element. Any SQLite client may have stored the value, so it
+/// gets the same nesting limit as a request body.
 caf::expected<json> parse_json(const std::string& text, const char* what) {
-  try {
-    return json::parse(text);
-  } catch (const json::parse_error&) {
-    return make_error(errc::internal_error, std::string{"stored "} + what + " is not JSON");
-  }
+  json out;
+  std::string why;
+  if (!json_in::parse(text, default_max_json_depth, out, why))
+    return make_error(errc::invalid_request, std::string{"the "} + what + " is not JSON litedrive can use: " + why);
+  return out;
 }
 
 /// Reads a string -> value text as the API serves it: text that is not JSON (written by plain

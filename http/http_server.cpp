@@ -585,7 +585,7 @@ void handle_transaction(context& ctx, const request_handle& req, const query_par
   auto loc = location_param(qp, "db", ctx.cfg);
   if (!loc)
     return reply_error(req, loc.error());
-  auto txn = parse_transaction(req->body(), ctx.cfg.max_items);
+  auto txn = parse_transaction(req->body(), ctx.cfg.max_items, ctx.cfg.max_json_depth);
   if (!txn)
     return reply_error(req, txn.error());
   sql_trace trace;
@@ -711,7 +711,7 @@ void handle_kv(context& ctx, const request_handle& req, std::string_view rest,
   if (auto h = hdr.opt_value_of("If-None-Match"))
     if_none_match = std::string{h->data(), h->size()};
   std::string method = hdr.method().c_str();
-  auto kv = parse_kv(method, *segments, params, req->body(), if_match, ctx.cfg.kv_batch_max);
+  auto kv = parse_kv(method, *segments, params, req->body(), if_match, ctx.cfg.kv_batch_max, ctx.cfg.max_json_depth);
   if (!kv) {
     auto code = view(kv.error()).code;
     return reply_error(req, kv.error(),

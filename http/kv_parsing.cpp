@@ -6,6 +6,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "schema/json_in.hpp"
+
 #include "schema/errc.hpp"
 
 namespace litedrive {
@@ -17,12 +19,9 @@ using json = nlohmann::json;
 constexpr double max_ttl_seconds = 10.0 * 365 * 24 * 3600;
 
 int hex(char c) {
-  if (c >= '0' && c <= '9')
-    return c - '0';
-  if (c >= 'a' && c <= 'f')
-    return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F')
-    return c - 'A' + 10;
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
   return -1;
 }
 
@@ -30,12 +29,14 @@ bool valid_utf8(std::string_view s) {
   size_t i = 0;
   while (i < s.size()) {
     auto c = static_cast<unsigned char>(s[i]);
-    size_t len = c < 0x80 ? 1 : (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3 : (c & 0xF8) == 0xF0 ? 4 : 0;
-    if (len == 0 || i + len > s.size() || (len == 2 && c < 0xC2))
-      return false;
+    size_t len = c < 0x80             ? 1
+                 : (c & 0xE0) == 0xC0 ? 2
+                 : (c & 0xF0) == 0xE0 ? 3
+                 : (c & 0xF8) == 0xF0 ? 4
+                                      : 0;
+    if (len == 0 || i + len > s.size() || (len == 2 && c < 0xC2)) return false;
     for (size_t k = 1; k < len; ++k)
-      if ((static_cast<unsigned char>(s[i + k]) & 0xC0) != 0x80)
-        return false;
+      if ((static_cast<unsigned char>(s[i + k]) & 0xC0) != 0x80) return false;
     i += len;
   }
   return true;
@@ -47,8 +48,7 @@ caf::error bad_param(const std::string& msg) {
 
 caf::expected<int64_t> integer_param(const param_map& p, const char* name, int64_t fallback) {
   auto i = p.find(name);
-  if (i == p.end())
-    return fallback;
+  if (i == p.end()) return fallback;
   const auto& v = i->second;
   char* end = nullptr;
   errno = 0;
@@ -62,8 +62,7 @@ caf::expected<int64_t> integer_param(const param_map& p, const char* name, int64
 caf::expected<int64_t> ranged_param(const param_map& p, const char* name, int64_t fallback,
                                     int64_t lo, int64_t hi) {
   auto v = integer_param(p, name, fallback);
-  if (!v)
-    return v;
+  if (!v) return v;
   if (*v < lo || *v > hi)
     return bad_param(std::string{"'"} + name + "' must be " + std::to_string(lo) + ".."
                      + std::to_string(hi));
@@ -71,10 +70,8 @@ caf::expected<int64_t> ranged_param(const param_map& p, const char* name, int64_
 }
 
 caf::expected<std::optional<double>> ttl_value(const json& j, const std::string& where) {
-  if (j.is_null())
-    return std::optional<double>{};
-  if (!j.is_number())
-    return bad_param(where + "ttl must be a number of seconds");
+  if (j.is_null()) return std::optional<double>{};
+  if (!j.is_number()) return bad_param(where + "ttl must be a number of seconds");
   double t = j.get<double>();
   if (!std::isfinite(t) || t <= 0 || t > max_ttl_seconds)
     return bad_param(where + "ttl must be more than 0 and at most 10 years of seconds");
@@ -83,8 +80,7 @@ caf::expected<std::optional<double>> ttl_value(const json& j, const std::string&
 
 caf::expected<std::optional<double>> ttl_param(const param_map& p) {
   auto i = p.find("ttl");
-  if (i == p.end())
-    return std::optional<double>{};
+  if (i == p.end()) return std::optional<double>{};
   char* end = nullptr;
   double t = std::strtod(i->second.c_str(), &end);
   if (i->second.empty() || *end != '\0' || !std::isfinite(t) || t <= 0 || t > max_ttl_seconds)
@@ -93,19 +89,18 @@ caf::expected<std::optional<double>> ttl_param(const param_map& p) {
   return std::optional<double>{t};
 }
 
-caf::expected<json> body_json(std::string_view body) {
-  try {
-    return json::parse(body);
-  } catch (const json::parse_error& e) {
-    return make_error(errc::invalid_json, std::string{"the body is not valid JSON: "} + e.what());
-  }
+caf::expected<json> body_json(std::string_view body, size_t max_depth) {
+  json out;
+  std::string why;
+  if (!json_in::parse(body, max_depth, out, why))
+    return make_error(errc::invalid_json, "the body is not valid JSON: " + why);
+  return out;
 }
 
 /// {"value": x} -> the JSON text of x.
-caf::expected<std::string> value_field(std::string_view body) {
-  auto j = body_json(body);
-  if (!j)
-    return std::move(j.error());
+caf::expected<std::string> value_field(std::string_view body, size_t max_depth) {
+  auto j = body_json(body, max_depth);
+  if (!j) return std::move(j.error());
   if (!j->is_object() || !j->contains("value"))
     return make_error(errc::invalid_request, "the body must be {\"value\": ...}");
   return (*j)["value"].dump();
@@ -115,11 +110,11 @@ caf::expected<std::vector<std::string>> keys_field(const json& j, size_t batch_m
   if (!j.is_object() || !j.contains("keys") || !j["keys"].is_array())
     return make_error(errc::invalid_request, "the body must be {\"keys\": [\"key\", ...]}");
   const auto& arr = j["keys"];
-  if (arr.empty())
-    return make_error(errc::invalid_request, "\"keys\" is empty");
+  if (arr.empty()) return make_error(errc::invalid_request, "\"keys\" is empty");
   if (arr.size() > batch_max)
     return make_error(errc::too_many_items, "the batch holds " + std::to_string(arr.size())
-                                              + " keys; the limit is " + std::to_string(batch_max));
+                                                + " keys; the limit is "
+                                                + std::to_string(batch_max));
   std::vector<std::string> keys;
   for (size_t i = 0; i < arr.size(); ++i) {
     if (!arr[i].is_string())
@@ -141,8 +136,7 @@ caf::expected<std::vector<std::string>> kv_segments(std::string_view rest) {
   size_t pos = 0;
   while (pos < rest.size()) {
     auto next = rest.find('/', pos);
-    if (next == std::string_view::npos)
-      next = rest.size();
+    if (next == std::string_view::npos) next = rest.size();
     auto raw = rest.substr(pos, next - pos);
     std::string seg;
     for (size_t i = 0; i < raw.size(); ++i) {
@@ -164,35 +158,29 @@ caf::expected<std::vector<std::string>> kv_segments(std::string_view rest) {
 }
 
 caf::error check_key(const std::string& key) {
-  if (key.empty())
-    return make_error(errc::invalid_key, "the key is empty");
+  if (key.empty()) return make_error(errc::invalid_key, "the key is empty");
   if (key.size() > max_key_bytes)
     return make_error(errc::invalid_key, "the key is longer than 1024 bytes");
   for (unsigned char c : key)
     if (c < 0x20 || c == 0x7f)
       return make_error(errc::invalid_key, "the key contains a control character");
-  if (!valid_utf8(key))
-    return make_error(errc::invalid_key, "the key is not valid UTF-8");
+  if (!valid_utf8(key)) return make_error(errc::invalid_key, "the key is not valid UTF-8");
   return caf::none;
 }
 
 const char* kv_allowed_methods(const std::vector<std::string>& seg) {
-  if (seg.empty())
-    return "GET";
-  if (seg.size() == 1)
-    return "GET, HEAD, PUT, DELETE";
-  if (seg.size() == 2 && (seg[1] == "history" || seg[1] == "snapshot"))
-    return "GET";
+  if (seg.empty()) return "GET";
+  if (seg.size() == 1) return "GET, HEAD, PUT, DELETE";
+  if (seg.size() == 2 && (seg[1] == "history" || seg[1] == "snapshot")) return "GET";
   return "POST";
 }
 
 caf::expected<kv_request> parse_kv(std::string_view method, const std::vector<std::string>& seg,
                                    const param_map& params, std::string_view body,
                                    std::optional<std::string_view> if_match_header,
-                                   size_t batch_max) {
+                                   size_t batch_max, size_t max_depth) {
   kv_request req;
-  if (auto t = params.find("table"); t != params.end())
-    req.table = t->second;
+  if (auto t = params.find("table"); t != params.end()) req.table = t->second;
   if (auto h = params.find("history"); h != params.end()) {
     if (h->second == "false" || h->second == "0")
       req.history = false;
@@ -208,44 +196,39 @@ caf::expected<kv_request> parse_kv(std::string_view method, const std::vector<st
 
   // -- GET /kv: list --------------------------------------------------------------------------
   if (seg.empty()) {
-    if (method != "GET")
-      return make_error(errc::method_not_allowed, "use GET to list keys");
+    if (method != "GET") return make_error(errc::method_not_allowed, "use GET to list keys");
     req.op = kv_op::list;
-    if (auto p = params.find("prefix"); p != params.end())
-      req.prefix = p->second;
-    if (auto c = params.find("cursor"); c != params.end())
-      req.cursor = c->second;
+    if (auto p = params.find("prefix"); p != params.end()) req.prefix = p->second;
+    if (auto c = params.find("cursor"); c != params.end()) req.cursor = c->second;
     auto limit = ranged_param(params, "limit", 100, 1, 1000);
-    if (!limit)
-      return std::move(limit.error());
+    if (!limit) return std::move(limit.error());
     req.limit = *limit;
     return req;
   }
   // -- POST /kv/batch/{get,set,delete} --------------------------------------------------------
-  if (seg.size() == 2 && seg[0] == "batch" && (seg[1] == "get" || seg[1] == "set" || seg[1] == "delete")) {
-    if (method != "POST")
-      return make_error(errc::method_not_allowed, "use POST for batches");
-    auto j = body_json(body);
-    if (!j)
-      return std::move(j.error());
+  if (seg.size() == 2 && seg[0] == "batch"
+      && (seg[1] == "get" || seg[1] == "set" || seg[1] == "delete")) {
+    if (method != "POST") return make_error(errc::method_not_allowed, "use POST for batches");
+    auto j = body_json(body, max_depth);
+    if (!j) return std::move(j.error());
     if (seg[1] == "set") {
       req.op = kv_op::batch_set;
       if (!j->is_object() || !j->contains("batch") || !(*j)["batch"].is_array())
         return make_error(errc::invalid_request,
                           "the body must be {\"batch\": [{\"key\": ..., \"value\": ...}, ...]}");
       const auto& arr = (*j)["batch"];
-      if (arr.empty())
-        return make_error(errc::invalid_request, "\"batch\" is empty");
+      if (arr.empty()) return make_error(errc::invalid_request, "\"batch\" is empty");
       if (arr.size() > batch_max)
         return make_error(errc::too_many_items, "the batch holds " + std::to_string(arr.size())
-                                                  + " keys; the limit is "
-                                                  + std::to_string(batch_max));
+                                                    + " keys; the limit is "
+                                                    + std::to_string(batch_max));
       for (size_t i = 0; i < arr.size(); ++i) {
         auto where = "item " + std::to_string(i) + ": ";
         auto idx = static_cast<int32_t>(i);
         const auto& e = arr[i];
         if (!e.is_object() || !e.contains("key") || !e["key"].is_string() || !e.contains("value"))
-          return make_error(errc::invalid_request, where + "needs \"key\" (a string) and \"value\"", idx);
+          return make_error(errc::invalid_request, where + "needs \"key\" (a string) and \"value\"",
+                            idx);
         kv_item item;
         item.key = e["key"].get<std::string>();
         if (auto err = check_key(item.key))
@@ -253,8 +236,7 @@ caf::expected<kv_request> parse_kv(std::string_view method, const std::vector<st
         item.value = e["value"].dump();
         if (e.contains("ttl")) {
           auto t = ttl_value(e["ttl"], where);
-          if (!t)
-            return make_error(errc::invalid_parameter, view(t.error()).message, idx);
+          if (!t) return make_error(errc::invalid_parameter, view(t.error()).message, idx);
           item.ttl = *t;
         }
         for (const auto& [k, v] : e.items())
@@ -266,8 +248,7 @@ caf::expected<kv_request> parse_kv(std::string_view method, const std::vector<st
     }
     req.op = seg[1] == "get" ? kv_op::batch_get : kv_op::batch_del;
     auto keys = keys_field(*j, batch_max);
-    if (!keys)
-      return std::move(keys.error());
+    if (!keys) return std::move(keys.error());
     req.keys = std::move(*keys);
     return req;
   }
@@ -276,7 +257,8 @@ caf::expected<kv_request> parse_kv(std::string_view method, const std::vector<st
   auto time_param = [&](const char* name) -> caf::expected<double> {
     auto i = params.find(name);
     if (i == params.end())
-      return make_error(errc::missing_parameter, std::string{"the query parameter '"} + name + "' is required");
+      return make_error(errc::missing_parameter,
+                        std::string{"the query parameter '"} + name + "' is required");
     char* end = nullptr;
     double ts = std::strtod(i->second.c_str(), &end);
     if (i->second.empty() || *end != '\0' || !std::isfinite(ts) || ts < 0)
@@ -286,59 +268,49 @@ caf::expected<kv_request> parse_kv(std::string_view method, const std::vector<st
   if (seg.size() == 1 && seg[0] == "diff" && method == "GET" && params.count("from")) {
     req.op = kv_op::diff;
     auto from = time_param("from");
-    if (!from)
-      return std::move(from.error());
+    if (!from) return std::move(from.error());
     auto to = time_param("to");
-    if (!to)
-      return std::move(to.error());
-    if (*to < *from)
-      return bad_param("'to' is before 'from'");
+    if (!to) return std::move(to.error());
+    if (*to < *from) return bad_param("'to' is before 'from'");
     req.from = *from;
     req.to = *to;
     auto limit = ranged_param(params, "limit", 1000, 1, 10000);
-    if (!limit)
-      return std::move(limit.error());
+    if (!limit) return std::move(limit.error());
     req.limit = *limit;
     return req;
   }
   if (seg.size() == 1 && seg[0] == "snapshot" && method == "GET" && params.count("timestamp")) {
     req.op = kv_op::table_snapshot;
     auto ts = time_param("timestamp");
-    if (!ts)
-      return std::move(ts.error());
+    if (!ts) return std::move(ts.error());
     req.at_timestamp = *ts;
     return req;
   }
   if (seg.size() == 1 && seg[0] == "rollback" && method == "POST") {
     auto ts = time_param("to_timestamp");
-    if (!ts)
-      return std::move(ts.error());
+    if (!ts) return std::move(ts.error());
     req.at_timestamp = *ts;
     auto confirm = params.find("confirm");
     auto dry = params.find("dry_run");
     bool dry_run = dry != params.end() && (dry->second == "true" || dry->second == "1");
     // Destructive: only an explicit confirm=yes applies it; anything else is a preview.
     req.op = (confirm != params.end() && confirm->second == "yes" && !dry_run)
-               ? kv_op::table_rollback
-               : kv_op::rollback_preview;
+                 ? kv_op::table_rollback
+                 : kv_op::rollback_preview;
     return req;
   }
   req.key = seg[0];
-  if (auto err = check_key(req.key))
-    return err;
+  if (auto err = check_key(req.key)) return err;
   // -- /kv/{key} --------------------------------------------------------------------------------
   if (seg.size() == 1) {
     auto if_match = integer_param(params, "if_match", -1);
-    if (!if_match)
-      return std::move(if_match.error());
+    if (!if_match) return std::move(if_match.error());
     if (*if_match >= 0) {
       req.if_match = *if_match;
     } else if (if_match_header) {
       std::string h{*if_match_header};
-      if (h.rfind("W/", 0) == 0)
-        h.erase(0, 2);
-      if (h.size() >= 2 && h.front() == '"' && h.back() == '"')
-        h = h.substr(1, h.size() - 2);
+      if (h.rfind("W/", 0) == 0) h.erase(0, 2);
+      if (h.size() >= 2 && h.front() == '"' && h.back() == '"') h = h.substr(1, h.size() - 2);
       char* end = nullptr;
       long long v = std::strtoll(h.c_str(), &end, 10);
       if (h.empty() || *end != '\0' || v < 0)
@@ -352,8 +324,7 @@ caf::expected<kv_request> parse_kv(std::string_view method, const std::vector<st
         double ts = std::strtod(t->second.c_str(), &end);
         if (t->second.empty() || *end != '\0' || !std::isfinite(ts) || ts < 0)
           return bad_param("'at_timestamp' must be Unix time in seconds (fractions allowed)");
-        if (req.path)
-          return bad_param("'at_timestamp' and 'path' cannot be combined");
+        if (req.path) return bad_param("'at_timestamp' and 'path' cannot be combined");
         req.op = kv_op::at_time;
         req.at_timestamp = ts;
       }
@@ -363,12 +334,18 @@ caf::expected<kv_request> parse_kv(std::string_view method, const std::vector<st
       req.op = kv_op::set;
       if (body.empty())
         return make_error(errc::invalid_json, "the body must be the JSON value to store");
+      // Stored as sent (no DOM on the hot path): checked for nesting, syntax and numbers in range.
+      if (!json_in::within_depth(body, max_depth))
+        return make_error(errc::invalid_json, "the body is not valid JSON: arrays and objects nest "
+                                              "deeper than "
+                                                  + std::to_string(max_depth)
+                                                  + " levels (max-json-depth)");
       if (!json::accept(body))
-        return make_error(errc::invalid_json, "the body is not valid JSON");
+        return make_error(errc::invalid_json, "the body is not valid JSON (or holds a number "
+                                              "out of range)");
       req.value = std::string{body};
       auto ttl = ttl_param(params);
-      if (!ttl)
-        return std::move(ttl.error());
+      if (!ttl) return std::move(ttl.error());
       req.ttl = *ttl;
       return req;
     }
@@ -379,21 +356,17 @@ caf::expected<kv_request> parse_kv(std::string_view method, const std::vector<st
     return make_error(errc::method_not_allowed, "use GET, HEAD, PUT or DELETE on a key");
   }
   // -- POST /kv/{key}/{op} ----------------------------------------------------------------------
-  if (seg.size() != 2)
-    return not_found();
+  if (seg.size() != 2) return not_found();
   const auto& op = seg[1];
   if (op == "history" || op == "snapshot") {
-    if (method != "GET")
-      return make_error(errc::method_not_allowed, "use GET for " + op);
+    if (method != "GET") return make_error(errc::method_not_allowed, "use GET for " + op);
     if (op == "history") {
       req.op = kv_op::history;
       auto limit = ranged_param(params, "limit", 100, 1, 1000);
-      if (!limit)
-        return std::move(limit.error());
+      if (!limit) return std::move(limit.error());
       req.limit = *limit;
       auto before = ranged_param(params, "before", 0, 0, std::numeric_limits<int64_t>::max());
-      if (!before)
-        return std::move(before.error());
+      if (!before) return std::move(before.error());
       req.before = *before;
       return req;
     }
@@ -401,29 +374,25 @@ caf::expected<kv_request> parse_kv(std::string_view method, const std::vector<st
     if (!params.count("op_number"))
       return make_error(errc::missing_parameter, "the query parameter 'op_number' is required");
     auto n = ranged_param(params, "op_number", 0, 1, std::numeric_limits<int64_t>::max());
-    if (!n)
-      return std::move(n.error());
+    if (!n) return std::move(n.error());
     req.op_number = *n;
     return req;
   }
   if (op != "incr" && op != "decr" && op != "push" && op != "pop" && op != "remove"
       && op != "rollback")
     return not_found();
-  if (method != "POST")
-    return make_error(errc::method_not_allowed, "use POST for " + op);
+  if (method != "POST") return make_error(errc::method_not_allowed, "use POST for " + op);
   if (op == "rollback") {
     req.op = kv_op::rollback;
     auto steps = ranged_param(params, "steps", 1, 1, 1000000);
-    if (!steps)
-      return std::move(steps.error());
+    if (!steps) return std::move(steps.error());
     req.steps = *steps;
     return req;
   }
   if (op == "incr" || op == "decr") {
     req.op = kv_op::incr;
     auto delta = integer_param(params, "delta", 1);
-    if (!delta)
-      return std::move(delta.error());
+    if (!delta) return std::move(delta.error());
     if (op == "decr") {
       if (*delta == std::numeric_limits<int64_t>::min())
         return make_error(errc::number_overflow, "delta is out of range for decr");
@@ -434,9 +403,8 @@ caf::expected<kv_request> parse_kv(std::string_view method, const std::vector<st
   }
   if (op == "push") {
     req.op = kv_op::push;
-    auto v = value_field(body);
-    if (!v)
-      return std::move(v.error());
+    auto v = value_field(body, max_depth);
+    if (!v) return std::move(v.error());
     req.value = std::move(*v);
     return req;
   }
@@ -447,14 +415,12 @@ caf::expected<kv_request> parse_kv(std::string_view method, const std::vector<st
   req.op = kv_op::remove;
   if (params.count("index")) {
     auto index = integer_param(params, "index", 0);
-    if (!index)
-      return std::move(index.error());
+    if (!index) return std::move(index.error());
     req.index = *index;
     return req;
   }
-  auto v = value_field(body);
-  if (!v)
-    return std::move(v.error());
+  auto v = value_field(body, max_depth);
+  if (!v) return std::move(v.error());
   req.value = std::move(*v);
   return req;
 }

@@ -10,6 +10,7 @@
 
 #include <caf/expected.hpp>
 
+#include "schema/settings.hpp"
 #include "schema/kv_types.hpp"
 
 namespace litedrive {
@@ -32,7 +33,7 @@ caf::error check_key(const std::string& key);
 caf::expected<kv_request> parse_kv(std::string_view method, const std::vector<std::string>& segments,
                                    const param_map& params, std::string_view body,
                                    std::optional<std::string_view> if_match_header,
-                                   size_t batch_max);
+                                   size_t batch_max, size_t max_depth = default_max_json_depth);
 
 /// For 405 answers: the methods a KV path accepts.
 const char* kv_allowed_methods(const std::vector<std::string>& segments);

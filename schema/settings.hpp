@@ -9,6 +9,9 @@
 
 namespace litedrive {
 
+/// The nesting limit of JSON bodies and values (issue 17): deep enough for any real document.
+constexpr size_t default_max_json_depth = 512;
+
 struct settings {
   // -- locations --------------------------------------------------------------
   std::string store = "/var/lib/litedrive/store";  ///< backing directory
@@ -28,6 +31,7 @@ struct settings {
   std::string inspect_host = "127.0.0.1";
   uint16_t inspect_port = 8421;
   size_t max_body_bytes = 4u << 20;        ///< larger bodies get 413
+  size_t max_json_depth = default_max_json_depth; ///< nesting of JSON bodies and values (deeper: 400)
   size_t max_connections = 1024;           ///< concurrent HTTP connections
   std::string web_console = "on";          ///< "on"/"off": serve the SQL console at /
 
