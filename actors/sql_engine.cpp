@@ -12,6 +12,7 @@
 
 #include "actors/db_path.hpp"
 #include "actors/sql_policy.hpp"
+#include "actors/store_files.hpp"
 #include "actors/wal_vfs.hpp"
 #include "schema/base64.hpp"
 #include "schema/errc.hpp"
@@ -106,24 +107,26 @@ caf::error not_found(const db_location& loc) {
                     "POST /api/v1/sqlite/db/create?path=" + loc.name + ")");
 }
 
-/// Creates the missing directories of `path`'s parent, one level at a time; fails (errno set)
-/// when something that is not a directory stands in the way.
-bool make_parents(const std::string& path) {
-  for (size_t pos = path.find('/', 1); pos != std::string::npos; pos = path.find('/', pos + 1)) {
-    auto dir = path.substr(0, pos);
-    if (::mkdir(dir.c_str(), 0755) == 0)
-      continue;
-    if (errno != EEXIST)
-      return false;
-    struct stat st;
-    if (::stat(dir.c_str(), &st) != 0)
-      return false;
-    if (!S_ISDIR(st.st_mode)) {
-      errno = ENOTDIR;
-      return false;
-    }
-  }
-  return true;
+/// An open that failed because the path leads out of the store (a symbolic link planted or
+/// swapped in: store_files refuses to follow it).
+bool left_the_store(sqlite3* db) {
+  if (db != nullptr && sqlite3_extended_errcode(db) == SQLITE_CANTOPEN_SYMLINK)
+    return true;
+  int err = db ? sqlite3_system_errno(db) : 0;
+  return err == EXDEV || err == ELOOP;
+}
+
+/// Open flags for a database in the store: SQLite resolves symbolic links in a database's path
+/// by itself (to put the journal next to the real file), then opens what it found; NOFOLLOW
+/// makes it refuse instead, and store_files keeps the open itself from following one swapped in
+/// meanwhile.
+int confine(const db_location& loc, int flags) {
+  return loc.in_store ? flags | SQLITE_OPEN_NOFOLLOW : flags;
+}
+
+caf::error out_of_store(const db_location& loc) {
+  return make_error(errc::invalid_db_path, "the database path '" + loc.name
+                                             + "' leads out of the store through a symbolic link");
 }
 
 } // namespace
@@ -157,10 +160,13 @@ caf::error sql_engine::open_rw(bool create) {
   const char* vfs = settings_.wal_write_buffer > 0 && wal_vfs::install(settings_.wal_write_buffer)
                       ? wal_vfs::name
                       : nullptr;
-  int rc = sqlite3_open_v2(loc_.open_path.c_str(), &db, flags, vfs);
+  int rc = sqlite3_open_v2(loc_.open_path.c_str(), &db, confine(loc_, flags), vfs);
   if (rc != SQLITE_OK) {
     std::string msg = db ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
+    bool escaped = left_the_store(db);
     sqlite3_close_v2(db);
+    if (escaped)
+      return out_of_store(loc_);
     if (!create && !file_exists(loc_.open_path))
       return not_found(loc_);
     return make_error(errc::internal_error, "cannot open database '" + loc_.name + "': " + msg);
@@ -190,10 +196,13 @@ caf::error sql_engine::open_ro() {
     return not_found(loc_);
   sqlite3* db = nullptr;
   int rc = sqlite3_open_v2(loc_.open_path.c_str(), &db,
-                           SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, nullptr);
+                           confine(loc_, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX), nullptr);
   if (rc != SQLITE_OK) {
     std::string msg = db ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
+    bool escaped = left_the_store(db);
     sqlite3_close_v2(db);
+    if (escaped)
+      return out_of_store(loc_);
     return make_error(errc::internal_error, "cannot open database '" + loc_.name + "': " + msg);
   }
   configure(db);
@@ -757,9 +766,14 @@ caf::expected<std::string> sql_engine::create(bool init_kv, const std::string& j
     return err;
   bool existed = file_exists(loc_.open_path);
   close_if_moved();
-  if (!existed && loc_.in_store && !make_parents(loc_.key))
-    return make_error(errc::internal_error,
-                      "cannot create the directories of '" + loc_.name + "': " + strerror(errno));
+  if (!existed && loc_.in_store) {
+    int err = store_files::make_parents(settings_.store, loc_.key);
+    if (err == EXDEV || err == ELOOP)
+      return out_of_store(loc_);
+    if (err != 0)
+      return make_error(errc::internal_error,
+                        "cannot create the directories of '" + loc_.name + "': " + strerror(err));
+  }
   if (auto err = open_rw(true))
     return err;
   // An empty file is a valid database, but writing the header now makes the file a database

@@ -25,6 +25,7 @@
 #include "actors/inspector.hpp"
 #include "actors/lock_registry.hpp"
 #include "actors/lock_watchdog.hpp"
+#include "actors/store_files.hpp"
 #include "actors/query_history.hpp"
 #include "daemon/options.hpp"
 #include "daemon/store_lock.hpp"
@@ -148,6 +149,12 @@ int main(int argc, char** argv) {
   sys_cfg.set("scheduler.max-threads", std::max<size_t>(cfg.actor_threads, 1));
   if (!cfg.inspect_host.empty())
     sys_cfg.load<caf::io::middleman>(); // the remote inspection interface
+  // litedrive's own opens of files in the store never follow a link out of it (before drive_io,
+  // whose opens go through this hook too).
+  if (!store_files::install(cfg.store, cfg.mount)) {
+    spdlog::critical("store: cannot confine litedrive's own opens to the store");
+    return 1;
+  }
   // Every database's byte-range locks, shared by the drive (the kernel's requests) and
   // litedrive's own connections (drive_io): one lock table per database file.
   auto locks = std::make_shared<lock_registry>(cfg.store, cfg.lock_wait_max);
@@ -186,6 +193,7 @@ int main(int argc, char** argv) {
       }
       mounted = std::move(*d);
       live_drive.store(mounted.get(), std::memory_order_release);
+      store_files::mount_ready();
     }
     inspector_actor inspect;
     if (!cfg.inspect_host.empty()) {

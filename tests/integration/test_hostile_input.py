@@ -1,7 +1,10 @@
 """Hostile input (issue 17): bodies and stored values that used to crash the root daemon or
 answer 500 get a clear 400, and the daemon keeps serving."""
+import ctypes
 import os
 import sqlite3
+import threading
+import time
 import unittest
 
 from harness import Daemon, rows
@@ -97,3 +100,82 @@ class HostileJson(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class StoreEscape(unittest.TestCase):
+    """A symbolic link planted in the store, or swapped in while litedrive works, never makes the
+    root daemon create or write a file outside the store."""
+
+    def setUp(self):
+        self.d = Daemon(mount=True).start()
+        self.outside = os.path.join(self.d.tmp, "outside")
+        os.mkdir(self.outside, 0o700)
+
+    def tearDown(self):
+        try:
+            self.assertEqual(self.d.stop(), 0)
+        finally:
+            self.d.cleanup()
+
+    def escaped(self):
+        found = []
+        for root, dirs, files in os.walk(self.outside):
+            found += [os.path.join(root, n) for n in dirs + files]
+        return found
+
+    def test_planted_links_are_not_followed(self):
+        store = self.d.store
+        os.symlink(os.path.join(self.outside, "planted.db"), os.path.join(store, "evil.db"))
+        os.symlink(self.outside, os.path.join(store, "dir"))
+        # Through the drive too: a link made by a user of the mount.
+        os.symlink(os.path.join(self.outside, "viamount.db"), os.path.join(self.d.mount, "mnt.db"))
+        for path in ["evil", "dir/x", "dir/new/deeper/x", "mnt"]:
+            status, body, raw, _ = self.d.create(path, init_kv=True)
+            self.assertEqual(status, 400, (path, raw))
+            self.assertEqual(body["error"]["code"], "INVALID_DB_PATH", (path, raw))
+            status, body, raw, _ = self.d.request("PUT", f"/api/v1/sqlite/kv/k?db={path}", b'"v"')
+            self.assertNotEqual(status, 200, (path, raw))
+            status, body, raw, _ = self.d.tx(path, [{"statement": "CREATE TABLE t (x)"}])
+            self.assertNotEqual(status, 200, (path, raw))
+        # A journal link next to a real database: the write fails, nothing appears outside.
+        self.assertEqual(self.d.create("real")[0], 200)
+        self.assertEqual(self.d.tx("real", [{"statement": "CREATE TABLE t (x)"}])[0], 200)
+        # (through the drive: nothing but litedrive may change the store while it runs)
+        os.symlink(os.path.join(self.outside, "journal"), os.path.join(self.d.mount, "real.db-journal"))
+        status, body, raw, _ = self.d.tx("real", [{"statement": "INSERT INTO t VALUES (1)"}])
+        self.assertNotEqual(status, 200, raw)
+        self.assertEqual(self.escaped(), [])
+        os.unlink(os.path.join(self.d.mount, "real.db-journal"))
+        answer = self.d.tx("real", [{"statement": "INSERT INTO t VALUES (1)"}])
+        self.assertEqual(answer[0], 200, answer[2])
+
+    def test_a_link_swapped_in_for_a_directory_is_not_followed(self):
+        store = self.d.store
+        sw = os.path.join(store, "sw")
+        os.mkdir(sw)
+        os.symlink(self.outside, sw + ".link")
+        stop = threading.Event()
+        libc = ctypes.CDLL(None, use_errno=True)
+        AT_FDCWD, RENAME_EXCHANGE = -100, 2
+
+        def swapper():
+            # "sw" is a directory, then a link out of the store, then a directory... (atomic
+            # exchanges, so that it always exists).
+            while not stop.is_set():
+                rc = libc.renameat2(AT_FDCWD, sw.encode(), AT_FDCWD, (sw + ".link").encode(), RENAME_EXCHANGE)
+                assert rc == 0, os.strerror(ctypes.get_errno())
+
+        t = threading.Thread(target=swapper)
+        t.start()
+        try:
+            deadline = time.monotonic() + 3
+            i = 0
+            while time.monotonic() < deadline:
+                self.d.create(f"sw/db{i}")
+                self.d.request("PUT", f"/api/v1/sqlite/kv/k?db=sw/kv{i}", b'"v"')
+                i += 1
+        finally:
+            stop.set()
+            t.join()
+        self.assertEqual(self.escaped(), [])
+        self.assertGreater(i, 10)
