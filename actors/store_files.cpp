@@ -95,6 +95,12 @@ void mount_ready() {
   mount_fd.store(fd, std::memory_order_release);
 }
 
+void mount_gone() {
+  int fd = mount_fd.exchange(-1, std::memory_order_acq_rel);
+  if (fd >= 0)
+    close(fd);
+}
+
 int make_parents(const std::string& store, const std::string& path) {
   std::string_view rel;
   if (!below(path, store, rel)) return EXDEV;

@@ -25,6 +25,10 @@ bool install(const std::string& store, const std::string& mount);
 /// The mount is up: opens its root (paths under the mount are refused before that).
 void mount_ready();
 
+/// The mount is about to go: closes its root (a descriptor on the mount keeps the kernel's FUSE
+/// connection, and so the unmount, waiting).
+void mount_gone();
+
 /// open(2) of `path`, confined to the root it lies under (store or mount); -1 with errno set
 /// (EXDEV: the path leads out of its root).
 int open_confined(const char* path, int flags, mode_t mode);

@@ -258,6 +258,7 @@ int main(int argc, char** argv) {
     // The actors close their databases through the drive: unmount only after they are gone.
     sys.await_all_actors_done();
     live_drive.store(nullptr, std::memory_order_release);
+    store_files::mount_gone();
     if (mounted)
       mounted->unmount();
   }
