@@ -33,8 +33,10 @@ bool token_request(const lock_request& r) {
 bool holds_token_range(const held_lock& l, file_role file, bool wal) {
   if (l.file != file) return false;
   if (file == file_role::main) return !wal && overlap(l.start, l.end, pending, shared_last);
+  // The WAL write lock, or a READ lock on a read mark (a snapshot). Write locks on read marks
+  // come from checkpoints, mark updates and recovery: they hold no snapshot.
   return overlap(l.start, l.end, shm_write, shm_write)
-         || overlap(l.start, l.end, shm_read_first, shm_read_last);
+         || (l.kind == lock_kind::read && overlap(l.start, l.end, shm_read_first, shm_read_last));
 }
 
 bool kinds_conflict(lock_kind a, lock_kind b) {
@@ -74,14 +76,18 @@ lock_table::on_conflict lock_table::classify(const lock_request& r) const {
 bool lock_table::writer(uint64_t owner) const {
   // Unknown owners (e.g. a -shm lock before any main-file lock) count as writers: the safe side.
   auto i = owner_writable_.find(owner);
-  return i == owner_writable_.end() || i->second;
+  if (i != owner_writable_.end() && !i->second) return false;
+  // A connection that opened the -shm read-only (readonly_shm) cannot write, whatever its main
+  // file allows: the kernel refuses it the WAL write lock on a read-only descriptor.
+  auto s = owner_shm_writable_.find(owner);
+  return s == owner_shm_writable_.end() || s->second;
 }
 
 bool lock_table::requester_is_writer(const lock_request& r) const {
-  // On the main file the handle the lock comes through decides.
+  // On the main file the handle the lock comes through decides; on the -shm, that handle too.
   if (r.file == file_role::main)
     return r.writable || (owner_writable_.count(r.owner) > 0 && owner_writable_.at(r.owner));
-  return writer(r.owner);
+  return r.writable && writer(r.owner);
 }
 
 // -- conflicts ------------------------------------------------------------------------------------
@@ -171,7 +177,10 @@ void remove_range(std::vector<held_lock>& locks, uint64_t owner, file_role file,
 
 void lock_table::apply(const lock_request& req, clock::time_point now) {
   remove_range(locks_, req.owner, req.file, req.start, req.end);
-  if (req.kind == lock_kind::unlock) return;
+  if (req.kind == lock_kind::unlock) {
+    end_transaction_if_done(req.owner);
+    return;
+  }
   held_lock added{req.file, req.owner, req.pid, req.kind, req.start, req.end, now};
   // Merge with adjacent or overlapping locks of the same owner and kind (POSIX coalescing).
   for (auto i = locks_.begin(); i != locks_.end();) {
@@ -218,8 +227,11 @@ std::optional<int> lock_table::decide_at_once(const lock_request& req, clock::ti
     grant_pass(now, replies);
     return 0;
   }
-  if (req.file == file_role::main)
+  if (req.file == file_role::main) {
     owner_writable_[req.owner] = owner_writable_[req.owner] || req.writable;
+    wal_ = req.wal;
+  } else
+    owner_shm_writable_[req.owner] = owner_shm_writable_[req.owner] || req.writable;
   auto policy = classify(req);
   bool free_now = !conflicts_with_held(req) && !token_blocked(req);
   // Try-locks that fail at once follow plain POSIX (no FIFO); waiting ones keep their turn.
@@ -241,8 +253,14 @@ std::optional<int> lock_table::setlk(const lock_request& req, clock::time_point 
   if (auto answer = decide_at_once(req, now, replies)) return answer;
   ++counters_.waits;
   // F_SETLKW waits as long as POSIX says (until granted, interrupted or deadlocked); the
-  // F_SETLK waits litedrive adds are capped.
-  auto deadline = req.sleep ? clock::time_point::max() : now + max_wait_;
+  // F_SETLK waits litedrive adds are capped, once per transaction: the cap counts from the first
+  // wait of the owner's transaction, so that SHARED, RESERVED and EXCLUSIVE (or a read mark and
+  // then the WAL write lock) do not each get the whole cap.
+  auto deadline = clock::time_point::max();
+  if (!req.sleep) {
+    auto started = txn_wait_start_.emplace(req.owner, now).first->second;
+    deadline = started + max_wait_;
+  }
   queue_.push_back({req, now, deadline});
   return std::nullopt;
 }
@@ -268,7 +286,11 @@ void lock_table::release_owner(uint64_t owner, file_role file, std::vector<lock_
                        || std::any_of(queue_.begin(), queue_.end(),
                                       [owner](const waiter& w) { return w.req.owner == owner; });
   // Owner ids are recycled quickly: forget what we learned about a process that holds nothing.
-  if (!still_waiting) owner_writable_.erase(owner);
+  if (!still_waiting) {
+    owner_writable_.erase(owner);
+    owner_shm_writable_.erase(owner);
+  }
+  end_transaction_if_done(owner);
   if (locks_.size() != before) grant_pass(clock::now(), replies);
 }
 
@@ -319,6 +341,13 @@ void lock_table::interrupt(uint64_t id, std::vector<lock_reply>& replies) {
 
 void lock_table::abort_waiter(uint64_t id, std::vector<lock_reply>& replies) {
   for (const auto& w : queue_) {
+    if (w.req.id == id && token_only(w.req)) {
+      // Waiting only for the token: granting it ends the cycle as well as a refusal would,
+      // without SQLite's read-mark retries.
+      ++counters_.deadlocks;
+      grant_or_fail(id, clock::now(), replies);
+      return;
+    }
     if (w.req.id == id) {
       // Never EDEADLK to an F_SETLK: SQLite turns it into SQLITE_IOERR_LOCK ("disk I/O error");
       // EAGAIN is SQLITE_BUSY, which it handles.
@@ -330,14 +359,47 @@ void lock_table::abort_waiter(uint64_t id, std::vector<lock_reply>& replies) {
   }
 }
 
+bool lock_table::token_only(const lock_request& r) const {
+  return r.file == file_role::shm && token_request(r) && !conflicts_with_held(r);
+}
+
 void lock_table::expire(clock::time_point now, std::vector<lock_reply>& replies) {
   std::vector<uint64_t> expired;
   for (const auto& w : queue_)
     if (w.deadline <= now) expired.push_back(w.req.id);
   for (auto id : expired) {
     ++counters_.timeouts;
-    remove_waiter(id, EAGAIN, replies);
+    grant_or_fail(id, now, replies);
   }
+}
+
+void lock_table::grant_or_fail(uint64_t id, clock::time_point now,
+                               std::vector<lock_reply>& replies) {
+  for (auto i = queue_.begin(); i != queue_.end(); ++i) {
+    if (i->req.id != id) continue;
+    if (token_only(i->req)) {
+      // A WAL read mark that waited only for the transaction token: POSIX would have granted it.
+      // Refusing it would not end the wait: SQLite retries a refused read mark up to 100 times
+      // (then SQLITE_PROTOCOL). Granted, the reader reads its snapshot; if it then writes, it
+      // meets the real conflict on the WAL write lock (and SQLITE_BUSY_SNAPSHOT, as natively).
+      auto req = i->req;
+      queue_.erase(i);
+      apply(req, now);
+      replies.push_back({id, 0});
+      grant_pass(now, replies);
+      return;
+    }
+    remove_waiter(id, EAGAIN, replies);
+    return;
+  }
+}
+
+void lock_table::end_transaction_if_done(uint64_t owner) {
+  // In a transaction: rollback, a lock in [PENDING, SHARED_LAST]; WAL, the write lock or a read
+  // mark (the main file's SHARED lasts as long as the connection).
+  for (const auto& l : locks_)
+    if (l.owner == owner && holds_token_range(l, l.file, wal_)) return;
+  txn_wait_start_.erase(owner);
 }
 
 // -- inspection -----------------------------------------------------------------------------------

@@ -75,10 +75,13 @@ public:
   /// A signal interrupted the waiter: answers EINTR if it still waits.
   void interrupt(uint64_t id, std::vector<lock_reply>& replies);
 
-  /// Deadlock victim chosen elsewhere (the wait-for graph): EAGAIN, or EDEADLK for F_SETLKW.
+  /// Deadlock victim chosen elsewhere (the wait-for graph): EAGAIN, or EDEADLK for F_SETLKW; a
+  /// WAL read mark that waits only for the transaction token is granted instead.
   void abort_waiter(uint64_t id, std::vector<lock_reply>& replies);
 
-  /// Answers EAGAIN to waiters past the wait cap.
+  /// Ends the waits past the cap (which counts from the first wait of the owner's transaction):
+  /// EAGAIN, except for a WAL read mark that waits only for the transaction token, which is
+  /// granted (SQLite would retry a refused one up to 100 times).
   void expire(clock::time_point now, std::vector<lock_reply>& replies);
 
   // -- inspection ---------------------------------------------------------------------------------
@@ -132,6 +135,13 @@ private:
   bool writer(uint64_t owner) const;
   bool requester_is_writer(const lock_request& req) const;
   void remove_waiter(uint64_t id, int err, std::vector<lock_reply>& replies);
+  /// A WAL read mark that waits only for the transaction token (no lock conflicts with it).
+  bool token_only(const lock_request& r) const;
+  /// Ends waiter `id` past its cap or as a deadlock victim: a token-only read mark is granted,
+  /// anything else fails.
+  void grant_or_fail(uint64_t id, clock::time_point now, std::vector<lock_reply>& replies);
+  /// Forgets when `owner`'s transaction began waiting once it holds no transaction lock.
+  void end_transaction_if_done(uint64_t owner);
 
   std::chrono::milliseconds max_wait_;
   std::vector<held_lock> locks_;
@@ -139,6 +149,12 @@ private:
   /// Whether each owner opened the main file for writing (learned from its main-file locks):
   /// read-only owners are exempt from transaction serialization.
   std::unordered_map<uint64_t, bool> owner_writable_;
+  /// Whether each owner opened the -shm for writing (readonly_shm connections do not).
+  std::unordered_map<uint64_t, bool> owner_shm_writable_;
+  /// When each owner's current transaction first waited: its F_SETLK waits share one cap.
+  std::unordered_map<uint64_t, clock::time_point> txn_wait_start_;
+  /// The database is in WAL mode (its main file's header, as the last main-file request said).
+  bool wal_ = false;
   /// The owners that locked through each file handle (RELEASE cleanup).
   std::unordered_map<uint64_t, std::vector<uint64_t>> handle_owners_;
   counters counters_;

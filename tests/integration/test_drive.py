@@ -74,8 +74,10 @@ def py_writer(args):
 
 
 class DriveTestCase(unittest.TestCase):
+    daemon_args = ()
+
     def setUp(self):
-        self.d = mounted_daemon().start()
+        self.d = mounted_daemon(*self.daemon_args).start()
         self.mnt = self.d.mount
 
     def tearDown(self):
@@ -353,6 +355,8 @@ class OwnWritesCoherence(DriveTestCase):
     mmap_size), must still see every HTTP commit at once: updates in place (same size), growth
     of the file, and the WAL's restart over frames it read before."""
 
+    daemon_args = ("--wal-autocheckpoint=20",)  # litedrive's writer restarts the WAL often
+
     def check(self, journal, mmap):
         name = f"own_{journal}_{'mmap' if mmap else 'read'}"
         path = os.path.join(self.mnt, name + ".db")
@@ -362,7 +366,6 @@ class OwnWritesCoherence(DriveTestCase):
             reader.execute("PRAGMA mmap_size=67108864")
         conn = self.d.connection()
         status, body, _, _ = self.d.tx(name, [
-            {"statement": "PRAGMA wal_autocheckpoint=20"},  # restart the WAL often
             {"statement": "INSERT INTO t (id, w, i) VALUES (1, 0, 0)"}], conn=conn)
         self.assertEqual(status, 200, body)
         for n in range(1, 301):

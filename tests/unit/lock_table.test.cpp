@@ -215,6 +215,63 @@ CAF_TEST(interrupts timeouts and deadlock aborts answer the waiter) {
   CAF_CHECK_EQUAL(table.stats().deadlocks, 1u);
 }
 
+CAF_TEST(wal read marks that wait only for the token are granted at the cap) {
+  auto shm = [&](uint64_t o, lock_kind k, uint64_t byte, bool writable = true) {
+    auto r = req(o, k, byte, byte, file_role::shm);
+    r.wal = true;
+    r.writable = writable;
+    return r;
+  };
+  // Owner 1 writes: read mark 124 and the WAL write lock.
+  CAF_CHECK_EQUAL(set(shm(1, lock_kind::read, shm_read_first + 1)), 0);
+  CAF_CHECK_EQUAL(set(shm(1, lock_kind::write, shm_write)), 0);
+  // Owner 2 (read-write) waits for the token to take its read mark...
+  auto mark = shm(2, lock_kind::read, shm_read_first + 1);
+  CAF_CHECK_EQUAL(set(mark), -1);
+  // ...and past the cap it is granted, not refused (SQLite would retry a refusal 100 times).
+  table.expire(now + std::chrono::milliseconds{1001}, replies);
+  CAF_CHECK(granted(mark.id));
+  CAF_CHECK(table.waiters().empty());
+  // Its transaction's cap is spent: the WAL write lock, a real conflict, fails at the next look.
+  auto write = shm(2, lock_kind::write, shm_write);
+  CAF_CHECK_EQUAL(set(write), -1);
+  table.expire(now + std::chrono::milliseconds{1002}, replies);
+  CAF_CHECK_EQUAL(replies.back().id, write.id);
+  CAF_CHECK_EQUAL(replies.back().err, EAGAIN);
+  // Once owner 2's transaction is over (its read mark gone), its next one gets a whole cap.
+  CAF_CHECK_EQUAL(set(shm(2, lock_kind::unlock, shm_read_first + 1)), 0);
+  auto again = shm(2, lock_kind::read, shm_read_first + 1);
+  CAF_CHECK_EQUAL(set(again), -1); // (the fixture's clock stands still: `now` is its start)
+  table.expire(now + std::chrono::milliseconds{999}, replies);
+  CAF_CHECK(!granted(again.id));
+  CAF_CHECK_EQUAL(table.waiters().size(), 1u);
+}
+
+CAF_TEST(a readonly shm connection and a checkpointer hold no token) {
+  auto shm = [&](uint64_t o, lock_kind k, uint64_t first, uint64_t last, bool writable = true) {
+    auto r = req(o, k, first, last, file_role::shm);
+    r.wal = true;
+    r.writable = writable;
+    return r;
+  };
+  // Owner 1 opened the -shm read-only (readonly_shm=1) though its main file is read-write.
+  auto main_rw = req(1, lock_kind::read, shared_first, shared_last);
+  main_rw.wal = true;
+  CAF_CHECK_EQUAL(set(main_rw), 0);
+  CAF_CHECK_EQUAL(set(shm(1, lock_kind::read, shm_read_first, shm_read_first, false)), 0);
+  // A writer's read mark does not wait for it...
+  CAF_CHECK_EQUAL(set(shm(2, lock_kind::read, shm_read_first + 1, shm_read_first + 1)), 0);
+  CAF_CHECK_EQUAL(set(shm(2, lock_kind::write, shm_write, shm_write)), 0);
+  // ...nor does the read-only one wait for the writer.
+  CAF_CHECK_EQUAL(set(shm(1, lock_kind::unlock, shm_read_first, shm_read_first, false)), 0);
+  CAF_CHECK_EQUAL(set(shm(1, lock_kind::read, shm_read_first + 1, shm_read_first + 1, false)), 0);
+  CAF_CHECK_EQUAL(set(shm(2, lock_kind::unlock, 0, to_eof)), 0);
+  // A checkpointer's WRITE locks on read marks (121 and 123) are no snapshot: no token.
+  CAF_CHECK_EQUAL(set(shm(3, lock_kind::write, shm_checkpoint, shm_checkpoint)), 0);
+  CAF_CHECK_EQUAL(set(shm(3, lock_kind::write, shm_read_first, shm_read_first)), 0);
+  CAF_CHECK_EQUAL(set(shm(4, lock_kind::read, shm_read_first + 2, shm_read_first + 2)), 0);
+}
+
 CAF_TEST(the wait for graph finds a cycle across two databases) {
   using wait_graph::find_victim;
   // Owner 1 waits for 2 (on database A), 2 waits for 1 (on database B).
