@@ -258,6 +258,9 @@ std::optional<int> lock_table::setlk(const lock_request& req, clock::time_point 
   // then the WAL write lock) do not each get the whole cap.
   auto deadline = clock::time_point::max();
   if (!req.sleep) {
+    // An owner outside any transaction starts a new one (a wait that failed before left no
+    // lock to end it with).
+    if (!in_transaction(req.owner)) txn_wait_start_.erase(req.owner);
     auto started = txn_wait_start_.emplace(req.owner, now).first->second;
     deadline = started + max_wait_;
   }
@@ -394,12 +397,16 @@ void lock_table::grant_or_fail(uint64_t id, clock::time_point now,
   }
 }
 
-void lock_table::end_transaction_if_done(uint64_t owner) {
-  // In a transaction: rollback, a lock in [PENDING, SHARED_LAST]; WAL, the write lock or a read
-  // mark (the main file's SHARED lasts as long as the connection).
+bool lock_table::in_transaction(uint64_t owner) const {
+  // Rollback: a lock in [PENDING, SHARED_LAST]; WAL: the write lock or a read mark (the main
+  // file's SHARED lasts as long as the connection).
   for (const auto& l : locks_)
-    if (l.owner == owner && holds_token_range(l, l.file, wal_)) return;
-  txn_wait_start_.erase(owner);
+    if (l.owner == owner && holds_token_range(l, l.file, wal_)) return true;
+  return false;
+}
+
+void lock_table::end_transaction_if_done(uint64_t owner) {
+  if (!in_transaction(owner)) txn_wait_start_.erase(owner);
 }
 
 // -- inspection -----------------------------------------------------------------------------------

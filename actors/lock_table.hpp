@@ -140,6 +140,8 @@ private:
   /// Ends waiter `id` past its cap or as a deadlock victim: a token-only read mark is granted,
   /// anything else fails.
   void grant_or_fail(uint64_t id, clock::time_point now, std::vector<lock_reply>& replies);
+  /// Whether `owner` holds a lock of a transaction (the token range).
+  bool in_transaction(uint64_t owner) const;
   /// Forgets when `owner`'s transaction began waiting once it holds no transaction lock.
   void end_transaction_if_done(uint64_t owner);
 
