@@ -1,5 +1,6 @@
 #include "actors/lock_service.hpp"
 
+#include <algorithm>
 #include <cerrno>
 #include <utility>
 
@@ -81,6 +82,21 @@ std::vector<wait_graph::waiter_info> lock_service::waiters() const {
   for (const auto& w : table_.waiters())
     // Request ids come from one counter (lock_registry): their order is the arrival order.
     out.push_back({w.req.id, w.req.owner, table_.blockers(w), table_.victim_rank(w), w.req.id});
+  return out;
+}
+
+std::vector<lock_service::waiter_processes> lock_service::waiter_pids() const {
+  std::lock_guard<std::mutex> guard{mtx_};
+  std::vector<waiter_processes> out;
+  for (const auto& w : table_.waiters()) {
+    waiter_processes p{w.req.id, w.req.pid, {}};
+    for (auto owner : table_.blockers(w))
+      for (const auto& l : table_.locks())
+        if (l.owner == owner
+            && std::find(p.holder_pids.begin(), p.holder_pids.end(), l.pid) == p.holder_pids.end())
+          p.holder_pids.push_back(l.pid);
+    out.push_back(std::move(p));
+  }
   return out;
 }
 

@@ -72,6 +72,15 @@ public:
 
   bool has_waiters() const;
 
+  /// For each waiter: its process, and the processes holding the locks it waits for (to find
+  /// waits on a holder that waits for the waiter outside the table: hopeless_waits).
+  struct waiter_processes {
+    uint64_t waiter_id;
+    uint32_t waiter_pid;
+    std::vector<uint32_t> holder_pids;
+  };
+  std::vector<waiter_processes> waiter_pids() const;
+
   // -- inspection ---------------------------------------------------------------------------------
 
   const std::string& name() const { return name_; }

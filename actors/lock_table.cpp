@@ -33,10 +33,11 @@ bool token_request(const lock_request& r) {
 bool holds_token_range(const held_lock& l, file_role file, bool wal) {
   if (l.file != file) return false;
   if (file == file_role::main) return !wal && overlap(l.start, l.end, pending, shared_last);
-  // The WAL write lock, or a READ lock on a read mark (a snapshot). Write locks on read marks
-  // come from checkpoints, mark updates and recovery: they hold no snapshot.
+  // The WAL write lock or a read mark. (A write lock on a read mark holds no snapshot, but it is
+  // how a connection moves a mark on its way to one: letting others pass it made SQLite's
+  // read-mark retries under contention run past their limit, SQLITE_PROTOCOL.)
   return overlap(l.start, l.end, shm_write, shm_write)
-         || (l.kind == lock_kind::read && overlap(l.start, l.end, shm_read_first, shm_read_last));
+         || overlap(l.start, l.end, shm_read_first, shm_read_last);
 }
 
 bool kinds_conflict(lock_kind a, lock_kind b) {

@@ -3,6 +3,8 @@
 #include <caf/all.hpp>
 #include <spdlog/spdlog.h>
 
+#include "actors/hopeless_waits.hpp"
+
 namespace litedrive {
 
 namespace {
@@ -26,6 +28,23 @@ void break_deadlocks(self_ptr self) {
       t->abort(*victim); // only the table where it waits has it
     spdlog::info("locks: deadlock; lock request {} is the victim", *victim);
   }
+}
+
+/// Ends the waits whose holder sleeps reading a pipe the waiter writes: a deadlock outside the
+/// table (hopeless_waits.hpp). Checked on the tick: the holder may reach its read() a moment
+/// after the waiter arrived.
+void end_hopeless_waits(self_ptr self) {
+  for (const auto& t : self->state.locks->with_waiters())
+    for (const auto& w : t->waiter_pids())
+      for (auto holder : w.holder_pids)
+        if (hopeless_waits::holder_reads_from_waiter(static_cast<pid_t>(holder),
+                                                     static_cast<pid_t>(w.waiter_pid))) {
+          spdlog::info("{}: lock request {} of pid {} waits for pid {}, which waits for it "
+                       "(reading a pipe it writes): ended as a deadlock",
+                       t->name(), w.waiter_id, w.waiter_pid, holder);
+          t->abort(w.waiter_id);
+          break;
+        }
 }
 
 void arm_tick(self_ptr self) {
@@ -54,6 +73,7 @@ lock_watchdog_actor::behavior_type lock_watchdog(self_ptr self,
           if (auto expired = t->expire(now))
             spdlog::warn("{}: {} lock request(s) waited longer than lock-wait-max: EAGAIN",
                          t->name(), expired);
+        end_hopeless_waits(self);
         break_deadlocks(self);
         arm_tick(self);
       },

@@ -3,7 +3,8 @@
 // whenever a database's waiters change, it collects the waiters of every database, breaks a
 // cycle of the cross-database wait-for graph by aborting one victim (DESIGN.md §2's preference),
 // and while anybody waits it ticks every 100 ms to answer EAGAIN to waiters past the wait cap
-// (`lock-wait-max`). Everything else about locks happens in the lock services themselves.
+// (`lock-wait-max`) and to end waits whose holder waits for the waiter outside the table
+// (hopeless_waits.hpp). Everything else about locks happens in the lock services themselves.
 
 #include <memory>
 

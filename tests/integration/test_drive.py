@@ -721,3 +721,50 @@ class WedgedMount(unittest.TestCase):
             second.mount = None
             second.cleanup()
             first.cleanup()
+
+
+HOPELESS_CHILD = r"""
+import sqlite3, sys
+con = sqlite3.connect(sys.argv[1], timeout=0, isolation_level=None)
+try:
+    con.execute("INSERT INTO t (w, i) VALUES (7, 7)")
+    print("inserted", flush=True)
+except sqlite3.Error as e:
+    print("error", e, flush=True)
+"""
+
+
+class HopelessWait(unittest.TestCase):
+    """A process holds a transaction and then waits for its child's answer on a pipe, while the
+    child waits for that transaction's lock (SQLite's own multi-process tests do this): the wait
+    can never end by itself, and the drive must end it well before the wait cap."""
+
+    CAP_MS = 20000
+
+    def run_mode(self, journal):
+        with mounted_daemon(f"--lock-wait-max-ms={self.CAP_MS}") as d:
+            path = os.path.join(d.mount, f"hopeless-{journal}.db")
+            create_table(path, journal)
+            parent = sqlite3.connect(path, timeout=0, isolation_level=None)
+            parent.execute("BEGIN")
+            parent.execute("SELECT count(*) FROM t").fetchone()  # a read transaction
+            if journal == "delete":
+                parent.execute("INSERT INTO t (w, i) VALUES (1, 1)")  # RESERVED: a writer
+            child = subprocess.Popen([sys.executable, "-c", HOPELESS_CHILD, path],
+                                     stdout=subprocess.PIPE, text=True)
+            started = time.monotonic()
+            line = child.stdout.readline()  # the parent now sleeps in read() on the child's pipe
+            waited = time.monotonic() - started
+            parent.execute("COMMIT")
+            parent.close()
+            child.wait(60)
+            self.assertLess(waited, self.CAP_MS / 1000 / 2, f"ended only by the cap: {line!r}")
+            return line.strip()
+
+    def test_wal_reader_and_a_writer_child(self):
+        # WAL: the child's read mark waited only for the token: granted, and its insert goes on.
+        self.assertEqual(self.run_mode("wal"), "inserted")
+
+    def test_rollback_writer_and_a_writer_child(self):
+        # Rollback: the child gets SQLITE_BUSY at once, as natively, instead of waiting 20 s.
+        self.assertIn("locked", self.run_mode("delete"))

@@ -247,7 +247,7 @@ CAF_TEST(wal read marks that wait only for the token are granted at the cap) {
   CAF_CHECK_EQUAL(table.waiters().size(), 1u);
 }
 
-CAF_TEST(a readonly shm connection and a checkpointer hold no token) {
+CAF_TEST(a readonly shm connection is a reader) {
   auto shm = [&](uint64_t o, lock_kind k, uint64_t first, uint64_t last, bool writable = true) {
     auto r = req(o, k, first, last, file_role::shm);
     r.wal = true;
@@ -266,10 +266,6 @@ CAF_TEST(a readonly shm connection and a checkpointer hold no token) {
   CAF_CHECK_EQUAL(set(shm(1, lock_kind::unlock, shm_read_first, shm_read_first, false)), 0);
   CAF_CHECK_EQUAL(set(shm(1, lock_kind::read, shm_read_first + 1, shm_read_first + 1, false)), 0);
   CAF_CHECK_EQUAL(set(shm(2, lock_kind::unlock, 0, to_eof)), 0);
-  // A checkpointer's WRITE locks on read marks (121 and 123) are no snapshot: no token.
-  CAF_CHECK_EQUAL(set(shm(3, lock_kind::write, shm_checkpoint, shm_checkpoint)), 0);
-  CAF_CHECK_EQUAL(set(shm(3, lock_kind::write, shm_read_first, shm_read_first)), 0);
-  CAF_CHECK_EQUAL(set(shm(4, lock_kind::read, shm_read_first + 2, shm_read_first + 2)), 0);
 }
 
 CAF_TEST(the wait for graph finds a cycle across two databases) {
