@@ -154,6 +154,7 @@ std::optional<int> own_lock(const lock_target& t, int fd, int cmd, struct flock&
     lock_requests::to_flock(t.locks->getlk(r), fl);
     return 0;
   }
+  if (auto answer = t.locks->try_setlk(r)) return *answer;
   auto sink = std::make_shared<own_lock_sink>();
   t.locks->setlk(r, sink);
   if (!sink->answered()) n_lock_waits.fetch_add(1, std::memory_order_relaxed);

@@ -45,6 +45,14 @@ void lock_service::setlk(const lock_request& req, lock_reply_sink_ptr sink) {
   if (answer) sink->reply(*answer);
 }
 
+std::optional<int> lock_service::try_setlk(const lock_request& req) {
+  std::optional<int> answer;
+  change([&](lock_table& t, std::vector<lock_reply>& replies) {
+    answer = t.setlk_now(req, clock::now(), replies);
+  });
+  return answer;
+}
+
 getlk_answer lock_service::getlk(const lock_request& req) const {
   std::lock_guard<std::mutex> guard{mtx_};
   return table_.getlk(req);

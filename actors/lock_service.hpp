@@ -46,6 +46,11 @@ public:
   /// F_SETLK/F_SETLKW: answers `sink` at once, or queues it until its turn (or its end).
   void setlk(const lock_request& req, lock_reply_sink_ptr sink);
 
+  /// The same request decided at once if it needs no waiting (0 or an errno); nullopt, with
+  /// nothing queued, if it would wait: then the caller prepares to wait (a sink, interrupts) and
+  /// calls setlk(), which decides again. Most requests end here, without that preparation.
+  std::optional<int> try_setlk(const lock_request& req);
+
   /// F_GETLK: the first lock of another owner that conflicts with `req`.
   getlk_answer getlk(const lock_request& req) const;
 

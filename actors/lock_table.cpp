@@ -269,6 +269,11 @@ std::optional<int> lock_table::setlk(const lock_request& req, clock::time_point 
   return std::nullopt;
 }
 
+std::optional<int> lock_table::setlk_now(const lock_request& req, clock::time_point now,
+                                         std::vector<lock_reply>& replies) {
+  return decide_at_once(req, now, replies);
+}
+
 getlk_answer lock_table::getlk(const lock_request& req) const {
   for (const auto& l : locks_)
     if (l.file == req.file && l.owner != req.owner && overlap(l.start, l.end, req.start, req.end)

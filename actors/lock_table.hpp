@@ -59,6 +59,12 @@ public:
   std::optional<int> setlk(const lock_request& req, clock::time_point now,
                            std::vector<lock_reply>& replies);
 
+  /// setlk() for a caller that first tries without preparing to wait: decides the request if it
+  /// needs no waiting (granted, or failed at once), with the waiters that decision grants in
+  /// `replies`; otherwise returns nullopt and queues nothing (the caller then calls setlk()).
+  std::optional<int> setlk_now(const lock_request& req, clock::time_point now,
+                               std::vector<lock_reply>& replies);
+
   /// F_GETLK: the first lock of another owner that conflicts with `req`.
   getlk_answer getlk(const lock_request& req) const;
 

@@ -158,6 +158,7 @@ void setlk(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi, struct flock* fl,
   auto locks = build(req, ino, fi, fl, r);
   if (!locks) return (void)fuse_reply_err(req, ENOLCK);
   r.sleep = sleep != 0;
+  if (auto answer = locks->try_setlk(r)) return (void)fuse_reply_err(req, *answer);
   auto sink = std::make_shared<fuse_lock_sink>(req, st.gate, st.interrupts);
   // Interruptible before it can wait. libfuse calls on_interrupt at once if a signal already
   // came, holding the request's lock: no lock of ours is held here.

@@ -304,7 +304,13 @@ struct harness {
     p.waiting = r.id;
     p.waiting_req = r;
     p.waiting_db = db;
-    dbs[db].locks->setlk(r, std::make_shared<model_sink>(r.id));
+    // As the drive does: try without preparing to wait, then (if it would wait) with a sink.
+    std::optional<int> tried;
+    if (chance(0.5)) tried = dbs[db].locks->try_setlk(r);
+    if (tried)
+      answers.push_back({r.id, *tried});
+    else
+      dbs[db].locks->setlk(r, std::make_shared<model_sink>(r.id));
     std::optional<int> at_once;
     for (const auto& a : answers)
       if (a.id == r.id) at_once = a.err;
