@@ -56,7 +56,8 @@ caf::expected<json> parse_json(const std::string& text, const char* what) {
   json out;
   std::string why;
   if (!json_in::parse(text, default_max_json_depth, out, why))
-    return make_error(errc::invalid_request, std::string{"the "} + what + " is not JSON litedrive can use: " + why);
+    return make_error(errc::invalid_request,
+                      std::string{"the "} + what + " is not JSON litedrive can use: " + why);
   return out;
 }
 
@@ -829,8 +830,7 @@ caf::expected<int64_t> kv_engine::index_history(const std::string& table, int64_
 
 caf::error kv_engine::index_history_batches() {
   for (auto& [table, count] : unindexed_) {
-    if (count < history_index_batch || !tables_.count(table))
-      continue;
+    if (count < history_index_batch || !tables_.count(table)) continue;
     auto n = index_history(table, history_index_batch);
     if (!n) return std::move(n.error());
   }
@@ -860,7 +860,7 @@ caf::expected<int64_t> kv_engine::trim_history(const std::string& table, double 
   // and those beyond the row limit. Bounded work per sweep: 1000 rows read and deleted, and never
   // a scan past them (a WHERE over both limits made SQLite walk the whole history, every
   // second, in the write path, whenever fewer than 1000 rows were due).
-  int64_t cut_by_rows = 0;  // rows up to this op_number are beyond the row limit
+  int64_t cut_by_rows = 0; // rows up to this op_number are beyond the row limit
   if (history_max_rows > 0) {
     auto mx = stmt(table, "SELECT max(op_number) FROM \"{n}_history\"");
     if (!mx) return std::move(mx.error());
@@ -880,8 +880,7 @@ caf::expected<int64_t> kv_engine::trim_history(const std::string& table, double 
     while (sqlite3_step(*s) == SQLITE_ROW) {
       auto op = sqlite3_column_int64(*s, 0);
       auto ts = sqlite3_column_double(*s, 1);
-      if (op > cut_by_rows && !(by_age && ts < cutoff))
-        break;
+      if (op > cut_by_rows && !(by_age && ts < cutoff)) break;
       last_op = op;
       last_ts = ts;
       ++n;
@@ -1039,11 +1038,10 @@ caf::expected<kv_answer> kv_engine::table_rollback(const kv_request& req, double
 }
 
 caf::expected<kv_answer> kv_engine::rollback(const kv_request& req, double now) {
-  auto s =
-      stmt(req.table, "SELECT old_value, (SELECT count(*) FROM \"{n}_history_keys\" k2 "
-                      "JOIN \"{n}_history\" h2 USING (op_number) WHERE k2.key = ?1) "
-                      "FROM \"{n}_history_keys\" k JOIN \"{n}_history\" h USING (op_number) "
-                      "WHERE k.key = ?1 ORDER BY k.op_number DESC LIMIT 1 OFFSET ?2");
+  auto s = stmt(req.table, "SELECT old_value, (SELECT count(*) FROM \"{n}_history_keys\" k2 "
+                           "JOIN \"{n}_history\" h2 USING (op_number) WHERE k2.key = ?1) "
+                           "FROM \"{n}_history_keys\" k JOIN \"{n}_history\" h USING (op_number) "
+                           "WHERE k.key = ?1 ORDER BY k.op_number DESC LIMIT 1 OFFSET ?2");
   if (!s) return std::move(s.error());
   std::optional<std::string> target;
   {

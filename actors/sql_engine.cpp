@@ -37,8 +37,7 @@ int progress_callback(void* ptr) {
 int authorizer_callback(void* ptr, int action, const char* a1, const char* a2, const char*,
                         const char*) {
   auto* self = static_cast<sql_engine*>(ptr);
-  if (self->mode_ == sql_engine::mode::internal)
-    return SQLITE_OK;
+  if (self->mode_ == sql_engine::mode::internal) return SQLITE_OK;
   if (self->mode_ == sql_engine::mode::items) {
     // BEGIN/COMMIT would break the request's own transaction (SAVEPOINT is fine: it nests).
     if (action == SQLITE_TRANSACTION) {
@@ -64,8 +63,8 @@ int authorizer_callback(void* ptr, int action, const char* a1, const char* a2, c
 
 // -- construction -------------------------------------------------------------------------------
 
-sql_engine::sql_engine(db_location loc, settings s) : loc_(std::move(loc)), settings_(std::move(s)) {
-}
+sql_engine::sql_engine(db_location loc, settings s)
+    : loc_(std::move(loc)), settings_(std::move(s)) {}
 
 sql_engine::~sql_engine() {
   close();
@@ -77,10 +76,8 @@ void sql_engine::close() {
     sqlite3_finalize(stmt);
   control_.clear();
   // sqlite3_close_v2 defers the close until outstanding statements are finalized; we keep none.
-  if (rw_ != nullptr)
-    sqlite3_close_v2(rw_);
-  if (ro_ != nullptr)
-    sqlite3_close_v2(ro_);
+  if (rw_ != nullptr) sqlite3_close_v2(rw_);
+  if (ro_ != nullptr) sqlite3_close_v2(ro_);
   rw_ = ro_ = nullptr;
 }
 
@@ -102,16 +99,16 @@ bool file_exists(const std::string& path) {
 }
 
 caf::error not_found(const db_location& loc) {
-  return make_error(errc::database_not_found,
-                    "database '" + loc.name + "' does not exist (create it with "
-                    "POST /api/v1/sqlite/db/create?path=" + loc.name + ")");
+  return make_error(errc::database_not_found, "database '" + loc.name
+                                                  + "' does not exist (create it with "
+                                                    "POST /api/v1/sqlite/db/create?path="
+                                                  + loc.name + ")");
 }
 
 /// An open that failed because the path leads out of the store (a symbolic link planted or
 /// swapped in: store_files refuses to follow it).
 bool left_the_store(sqlite3* db) {
-  if (db != nullptr && sqlite3_extended_errcode(db) == SQLITE_CANTOPEN_SYMLINK)
-    return true;
+  if (db != nullptr && sqlite3_extended_errcode(db) == SQLITE_CANTOPEN_SYMLINK) return true;
   int err = db ? sqlite3_system_errno(db) : 0;
   return err == EXDEV || err == ELOOP;
 }
@@ -125,15 +122,15 @@ int confine(const db_location& loc, int flags) {
 }
 
 caf::error out_of_store(const db_location& loc) {
-  return make_error(errc::invalid_db_path, "the database path '" + loc.name
-                                             + "' leads out of the store through a symbolic link");
+  return make_error(errc::invalid_db_path,
+                    "the database path '" + loc.name
+                        + "' leads out of the store through a symbolic link");
 }
 
 } // namespace
 
 void sql_engine::close_if_moved() {
-  if (!has_moved(rw_) && !has_moved(ro_))
-    return;
+  if (!has_moved(rw_) && !has_moved(ro_)) return;
   spdlog::info("{}: the database file was deleted, renamed or replaced; reopening it", loc_.name);
   close();
 }
@@ -148,27 +145,22 @@ caf::error sql_engine::configure(sqlite3* db) {
 }
 
 caf::error sql_engine::open_rw(bool create) {
-  if (rw_ != nullptr)
-    return caf::none;
-  if (auto err = check_stays_in_store(loc_, settings_))
-    return err;
-  if (!create && !file_exists(loc_.open_path))
-    return not_found(loc_);
+  if (rw_ != nullptr) return caf::none;
+  if (auto err = check_stays_in_store(loc_, settings_)) return err;
+  if (!create && !file_exists(loc_.open_path)) return not_found(loc_);
   int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX | (create ? SQLITE_OPEN_CREATE : 0);
   sqlite3* db = nullptr;
   // The writer's commits reach the WAL in one write each (the first engine's size counts).
   const char* vfs = settings_.wal_write_buffer > 0 && wal_vfs::install(settings_.wal_write_buffer)
-                      ? wal_vfs::name
-                      : nullptr;
+                        ? wal_vfs::name
+                        : nullptr;
   int rc = sqlite3_open_v2(loc_.open_path.c_str(), &db, confine(loc_, flags), vfs);
   if (rc != SQLITE_OK) {
     std::string msg = db ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
     bool escaped = left_the_store(db);
     sqlite3_close_v2(db);
-    if (escaped)
-      return out_of_store(loc_);
-    if (!create && !file_exists(loc_.open_path))
-      return not_found(loc_);
+    if (escaped) return out_of_store(loc_);
+    if (!create && !file_exists(loc_.open_path)) return not_found(loc_);
     return make_error(errc::internal_error, "cannot open database '" + loc_.name + "': " + msg);
   }
   configure(db);
@@ -188,12 +180,9 @@ caf::error sql_engine::open_rw(bool create) {
 }
 
 caf::error sql_engine::open_ro() {
-  if (ro_ != nullptr)
-    return caf::none;
-  if (auto err = check_stays_in_store(loc_, settings_))
-    return err;
-  if (!file_exists(loc_.open_path))
-    return not_found(loc_);
+  if (ro_ != nullptr) return caf::none;
+  if (auto err = check_stays_in_store(loc_, settings_)) return err;
+  if (!file_exists(loc_.open_path)) return not_found(loc_);
   sqlite3* db = nullptr;
   int rc = sqlite3_open_v2(loc_.open_path.c_str(), &db,
                            confine(loc_, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX), nullptr);
@@ -201,8 +190,7 @@ caf::error sql_engine::open_ro() {
     std::string msg = db ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
     bool escaped = left_the_store(db);
     sqlite3_close_v2(db);
-    if (escaped)
-      return out_of_store(loc_);
+    if (escaped) return out_of_store(loc_);
     return make_error(errc::internal_error, "cannot open database '" + loc_.name + "': " + msg);
   }
   configure(db);
@@ -214,8 +202,7 @@ caf::error sql_engine::exec_internal(const char* sql) {
   mode_ = mode::internal;
   char* msg = nullptr;
   int rc = sqlite3_exec(rw_, sql, nullptr, nullptr, &msg);
-  if (rc == SQLITE_OK)
-    return caf::none;
+  if (rc == SQLITE_OK) return caf::none;
   std::string text = msg ? msg : sqlite3_errstr(rc);
   sqlite3_free(msg);
   return internal_failure(rc, text);
@@ -241,8 +228,7 @@ caf::error sql_engine::exec_control(const char* sql) {
   }
   int rc = sqlite3_step(i->second);
   sqlite3_reset(i->second);
-  if (rc == SQLITE_DONE || rc == SQLITE_ROW)
-    return caf::none;
+  if (rc == SQLITE_DONE || rc == SQLITE_ROW) return caf::none;
   return internal_failure(rc, sqlite3_errmsg(rw_));
 }
 
@@ -254,37 +240,43 @@ caf::error sql_engine::sqlite_failure(sqlite3* db, int rc, int32_t index, const 
   if (timed_out_ || (rc & 0xFF) == SQLITE_INTERRUPT)
     return make_error(errc::query_timeout,
                       prefix + "statement interrupted after the statement time limit ("
-                        + std::to_string(settings_.statement_timeout.count()) + " ms)",
+                          + std::to_string(settings_.statement_timeout.count()) + " ms)",
                       index);
   if (!denied_.empty())
     return make_error(errc::sql_not_allowed,
-                      prefix + denied_ + " is not allowed here (litedrive's SQL policy, see the "
-                               "README's security section)",
+                      prefix + denied_
+                          + " is not allowed here (litedrive's SQL policy, see the "
+                            "README's security section)",
                       index);
   if (mode_ == mode::read_only && denied_write_)
     return make_error(errc::read_only_violation,
-                      prefix + "the query endpoint is read-only; this statement would change "
-                               "state or reach outside the database (" + msg + ")",
+                      prefix
+                          + "the query endpoint is read-only; this statement would change "
+                            "state or reach outside the database ("
+                          + msg + ")",
                       index);
   switch (rc & 0xFF) {
-    case SQLITE_BUSY:
-    case SQLITE_LOCKED:
-      return make_error(errc::database_busy,
-                        prefix + "database is locked by another connection for longer than the "
-                                 "wait limit (" + msg + ")",
-                        index);
-    case SQLITE_NOMEM:
-      return make_error(errc::sql_error,
-                        prefix + "out of memory: the statement needs more memory than litedrive "
-                                 "gives SQLite (sqlite-heap-max-bytes)",
-                        index);
-    case SQLITE_IOERR:
-    case SQLITE_CORRUPT:
-    case SQLITE_FULL:
-    case SQLITE_CANTOPEN:
-      return make_error(errc::internal_error, prefix + what + ": " + msg, index);
-    default:
-      return make_error(errc::sql_error, prefix + msg, index);
+  case SQLITE_BUSY:
+  case SQLITE_LOCKED:
+    return make_error(errc::database_busy,
+                      prefix
+                          + "database is locked by another connection for longer than the "
+                            "wait limit ("
+                          + msg + ")",
+                      index);
+  case SQLITE_NOMEM:
+    return make_error(errc::sql_error,
+                      prefix
+                          + "out of memory: the statement needs more memory than litedrive "
+                            "gives SQLite (sqlite-heap-max-bytes)",
+                      index);
+  case SQLITE_IOERR:
+  case SQLITE_CORRUPT:
+  case SQLITE_FULL:
+  case SQLITE_CANTOPEN:
+    return make_error(errc::internal_error, prefix + what + ": " + msg, index);
+  default:
+    return make_error(errc::sql_error, prefix + msg, index);
   }
 }
 
@@ -294,17 +286,20 @@ namespace {
 
 int bind_value(sqlite3_stmt* stmt, int pos, const sql_value& v) {
   switch (v.index()) {
-    case 0: return sqlite3_bind_null(stmt, pos);
-    case 1: return sqlite3_bind_int64(stmt, pos, std::get<int64_t>(v));
-    case 2: return sqlite3_bind_double(stmt, pos, std::get<double>(v));
-    case 3: {
-      const auto& s = std::get<std::string>(v);
-      return sqlite3_bind_text64(stmt, pos, s.data(), s.size(), SQLITE_TRANSIENT, SQLITE_UTF8);
-    }
-    default: {
-      const auto& b = std::get<blob>(v).bytes;
-      return sqlite3_bind_blob64(stmt, pos, b.data(), b.size(), SQLITE_TRANSIENT);
-    }
+  case 0:
+    return sqlite3_bind_null(stmt, pos);
+  case 1:
+    return sqlite3_bind_int64(stmt, pos, std::get<int64_t>(v));
+  case 2:
+    return sqlite3_bind_double(stmt, pos, std::get<double>(v));
+  case 3: {
+    const auto& s = std::get<std::string>(v);
+    return sqlite3_bind_text64(stmt, pos, s.data(), s.size(), SQLITE_TRANSIENT, SQLITE_UTF8);
+  }
+  default: {
+    const auto& b = std::get<blob>(v).bytes;
+    return sqlite3_bind_blob64(stmt, pos, b.data(), b.size(), SQLITE_TRANSIENT);
+  }
   }
 }
 
@@ -329,44 +324,43 @@ caf::error bind_all(sqlite3_stmt* stmt, const sql_item& item, int32_t index) {
     } else {
       for (const char* prefix : {":", "@", "$"}) {
         pos = sqlite3_bind_parameter_index(stmt, (prefix + name).c_str());
-        if (pos > 0)
-          break;
+        if (pos > 0) break;
       }
     }
-    if (pos == 0)
-      return fail("the statement has no parameter named '" + name + "'");
-    if (bind_value(stmt, pos, value) != SQLITE_OK)
-      return fail("cannot bind value '" + name + "'");
+    if (pos == 0) return fail("the statement has no parameter named '" + name + "'");
+    if (bind_value(stmt, pos, value) != SQLITE_OK) return fail("cannot bind value '" + name + "'");
   }
   if (item.named.empty() && count > 0)
-    return fail("the statement has " + std::to_string(count) + " parameter(s) but no values "
-                "were given");
+    return fail("the statement has " + std::to_string(count)
+                + " parameter(s) but no values "
+                  "were given");
   return caf::none;
 }
 
 void append_column(std::string& out, sqlite3_stmt* stmt, int col) {
   switch (sqlite3_column_type(stmt, col)) {
-    case SQLITE_INTEGER:
-      json_out::integer(out, sqlite3_column_int64(stmt, col));
-      break;
-    case SQLITE_FLOAT:
-      json_out::real(out, sqlite3_column_double(stmt, col));
-      break;
-    case SQLITE_TEXT: {
-      auto* p = reinterpret_cast<const char*>(sqlite3_column_text(stmt, col));
-      json_out::string(out, std::string_view{p, static_cast<size_t>(sqlite3_column_bytes(stmt, col))});
-      break;
-    }
-    case SQLITE_BLOB: {
-      auto* p = static_cast<const char*>(sqlite3_column_blob(stmt, col));
-      auto n = static_cast<size_t>(sqlite3_column_bytes(stmt, col));
-      out += "{\"$blob\":\"";
-      out += base64_encode(std::string_view{p ? p : "", n});
-      out += "\"}";
-      break;
-    }
-    default:
-      out += "null";
+  case SQLITE_INTEGER:
+    json_out::integer(out, sqlite3_column_int64(stmt, col));
+    break;
+  case SQLITE_FLOAT:
+    json_out::real(out, sqlite3_column_double(stmt, col));
+    break;
+  case SQLITE_TEXT: {
+    auto* p = reinterpret_cast<const char*>(sqlite3_column_text(stmt, col));
+    json_out::string(out,
+                     std::string_view{p, static_cast<size_t>(sqlite3_column_bytes(stmt, col))});
+    break;
+  }
+  case SQLITE_BLOB: {
+    auto* p = static_cast<const char*>(sqlite3_column_blob(stmt, col));
+    auto n = static_cast<size_t>(sqlite3_column_bytes(stmt, col));
+    out += "{\"$blob\":\"";
+    out += base64_encode(std::string_view{p ? p : "", n});
+    out += "\"}";
+    break;
+  }
+  default:
+    out += "null";
   }
 }
 
@@ -374,8 +368,8 @@ void append_column(std::string& out, sqlite3_stmt* stmt, int col) {
 
 // -- running statements -------------------------------------------------------------------------
 
-caf::error sql_engine::step_into(sqlite3_stmt* stmt, bool collect, int32_t index,
-                                 std::string& out, size_t& rows) {
+caf::error sql_engine::step_into(sqlite3_stmt* stmt, bool collect, int32_t index, std::string& out,
+                                 size_t& rows) {
   auto* db = sqlite3_db_handle(stmt);
   std::vector<std::string> names;
   if (collect) {
@@ -390,22 +384,18 @@ caf::error sql_engine::step_into(sqlite3_stmt* stmt, bool collect, int32_t index
   }
   for (;;) {
     int rc = sqlite3_step(stmt);
-    if (rc == SQLITE_DONE)
-      return caf::none;
-    if (rc != SQLITE_ROW)
-      return sqlite_failure(db, rc, index, "cannot run statement");
-    if (!collect)
-      continue;
+    if (rc == SQLITE_DONE) return caf::none;
+    if (rc != SQLITE_ROW) return sqlite_failure(db, rc, index, "cannot run statement");
+    if (!collect) continue;
     if (++rows > settings_.max_result_rows)
       return make_error(errc::result_too_large,
                         "item " + std::to_string(index) + ": more than "
-                          + std::to_string(settings_.max_result_rows)
-                          + " rows (max_result_rows); add a LIMIT or page with OFFSET/keyset",
+                            + std::to_string(settings_.max_result_rows)
+                            + " rows (max_result_rows); add a LIMIT or page with OFFSET/keyset",
                         index);
     out += rows == 1 ? "{" : ",{";
     for (size_t i = 0; i < names.size(); ++i) {
-      if (i > 0)
-        out += ',';
+      if (i > 0) out += ',';
       out += names[i];
       append_column(out, stmt, static_cast<int>(i));
     }
@@ -413,8 +403,8 @@ caf::error sql_engine::step_into(sqlite3_stmt* stmt, bool collect, int32_t index
     if (response_bytes_ + out.size() > settings_.max_result_bytes)
       return make_error(errc::result_too_large,
                         "item " + std::to_string(index) + ": the answer exceeds "
-                          + std::to_string(settings_.max_result_bytes)
-                          + " bytes (max_result_bytes)",
+                            + std::to_string(settings_.max_result_bytes)
+                            + " bytes (max_result_bytes)",
                         index);
   }
 }
@@ -432,8 +422,7 @@ caf::error sql_engine::run_item(const sql_item& item, int32_t index, std::string
     sqlite3_stmt* stmt = nullptr;
     const char* tail = nullptr;
     int rc = sqlite3_prepare_v3(rw_, sql, static_cast<int>(end - sql), 0, &stmt, &tail);
-    if (rc != SQLITE_OK)
-      return sqlite_failure(rw_, rc, index, "cannot prepare statement");
+    if (rc != SQLITE_OK) return sqlite_failure(rw_, rc, index, "cannot prepare statement");
     if (stmt == nullptr && tail == sql)
       break; // no progress: an embedded NUL ends the SQL text for SQLite
     sql = tail;
@@ -443,7 +432,7 @@ caf::error sql_engine::run_item(const sql_item& item, int32_t index, std::string
       sqlite3_finalize(stmt);
       return make_error(errc::invalid_request,
                         "item " + std::to_string(index)
-                          + ": values can only be bound to an item holding one statement",
+                            + ": values can only be bound to an item holding one statement",
                         index);
     }
     caf::error err = bind_all(stmt, item, index);
@@ -454,12 +443,10 @@ caf::error sql_engine::run_item(const sql_item& item, int32_t index, std::string
         rows = 0;
       }
       err = step_into(stmt, item.is_query, index, result_set, rows);
-      if (!err && !sqlite3_stmt_readonly(stmt))
-        changes += sqlite3_changes64(rw_);
+      if (!err && !sqlite3_stmt_readonly(stmt)) changes += sqlite3_changes64(rw_);
     }
     sqlite3_finalize(stmt);
-    if (err)
-      return err;
+    if (err) return err;
   }
   if (statements == 0)
     return make_error(errc::invalid_request,
@@ -480,13 +467,12 @@ caf::error sql_engine::run_item(const sql_item& item, int32_t index, std::string
 }
 
 caf::error sql_engine::validate(const sql_txn& txn) const {
-  if (txn.items.empty())
-    return make_error(errc::invalid_request, "the transaction holds no items");
+  if (txn.items.empty()) return make_error(errc::invalid_request, "the transaction holds no items");
   if (txn.items.size() > settings_.max_items)
     return make_error(errc::too_many_items,
                       "the transaction holds " + std::to_string(txn.items.size())
-                        + " items; the limit is " + std::to_string(settings_.max_items)
-                        + " (max_items)");
+                          + " items; the limit is " + std::to_string(settings_.max_items)
+                          + " (max_items)");
   return caf::none;
 }
 
@@ -495,13 +481,11 @@ caf::error sql_engine::run_txn(const sql_txn& txn, std::string& out) {
   timed_out_ = false;
   response_bytes_ = 0;
   // Each transaction of a group runs in this savepoint; the authorizer keeps items off it.
-  if (auto err = exec_control("SAVEPOINT litedrive_txn"))
-    return err;
+  if (auto err = exec_control("SAVEPOINT litedrive_txn")) return err;
   out = "{\"results\":[";
   mode_ = mode::items;
   for (size_t i = 0; i < txn.items.size(); ++i) {
-    if (i > 0)
-      out += ',';
+    if (i > 0) out += ',';
     if (auto err = run_item(txn.items[i], static_cast<int32_t>(i), out)) {
       mode_ = mode::internal;
       out.clear();
@@ -537,24 +521,20 @@ bool op_writes(const db_op& op) {
 
 bool op_read_only_sql(const db_op& op) {
   auto* txn = std::get_if<sql_txn>(&op);
-  if (!txn)
-    return false;
+  if (!txn) return false;
   for (const auto& item : txn->items)
-    if (!item.is_query)
-      return false;
+    if (!item.is_query) return false;
   return true;
 }
 
 } // namespace
 
 caf::error sql_engine::run_write(const db_op& op, op_outcome& out) {
-  if (auto* txn = std::get_if<sql_txn>(&op))
-    return run_txn(*txn, out.answer.body);
+  if (auto* txn = std::get_if<sql_txn>(&op)) return run_txn(*txn, out.answer.body);
   const auto& req = std::get<kv_request>(op);
   deadline_ = std::chrono::steady_clock::now() + settings_.statement_timeout;
   timed_out_ = false;
-  if (auto err = exec_control("SAVEPOINT litedrive_txn"))
-    return err;
+  if (auto err = exec_control("SAVEPOINT litedrive_txn")) return err;
   denied_.clear();
   mode_ = mode::items;
   auto res = kv_.run(req, unix_now());
@@ -567,8 +547,7 @@ caf::error sql_engine::run_write(const db_op& op, op_outcome& out) {
     kv_.forget_tables(); // the rollback may have undone a CREATE TABLE
     return std::move(res.error());
   }
-  if (auto err = exec_control("RELEASE litedrive_txn"))
-    return err;
+  if (auto err = exec_control("RELEASE litedrive_txn")) return err;
   out.answer = std::move(*res);
   return caf::none;
 }
@@ -576,21 +555,17 @@ caf::error sql_engine::run_write(const db_op& op, op_outcome& out) {
 void sql_engine::index_history_batches() {
   // Upkeep, not part of any request: if it fails, the group still commits (the rows wait for
   // the next batch, and every read of a key's history catches up first anyway).
-  if (exec_control("SAVEPOINT litedrive_index"))
-    return;
+  if (exec_control("SAVEPOINT litedrive_index")) return;
   if (auto err = kv_.index_history_batches()) {
     spdlog::warn("{}: history by key: {}", loc_.name, caf::to_string(err));
-    if (!sqlite3_get_autocommit(rw_))
-      exec_control("ROLLBACK TO litedrive_index");
+    if (!sqlite3_get_autocommit(rw_)) exec_control("ROLLBACK TO litedrive_index");
   }
-  if (!sqlite3_get_autocommit(rw_))
-    exec_control("RELEASE litedrive_index");
+  if (!sqlite3_get_autocommit(rw_)) exec_control("RELEASE litedrive_index");
 }
 
 void sql_engine::run_reads(const std::vector<db_op>& group, const std::vector<size_t>& reads,
                            std::vector<op_outcome>& outcomes) {
-  if (reads.empty())
-    return;
+  if (reads.empty()) return;
   if (auto err = exec_control("BEGIN")) {
     for (auto i : reads)
       outcomes[i].error = err;
@@ -625,8 +600,7 @@ std::vector<op_outcome> sql_engine::execute_group(const std::vector<db_op>& grou
       }
     (op_writes(group[i]) ? todo : reads).push_back(i);
   }
-  if (todo.empty() && reads.empty())
-    return outcomes;
+  if (todo.empty() && reads.empty()) return outcomes;
   close_if_moved();
   if (auto err = open_rw(false)) {
     for (auto i : todo)
@@ -673,8 +647,7 @@ std::vector<op_outcome> sql_engine::execute_group(const std::vector<db_op>& grou
       todo = std::move(next);
       continue;
     }
-    if (!succeeded.empty())
-      index_history_batches();
+    if (!succeeded.empty()) index_history_batches();
     if (auto err = exec_control("COMMIT")) {
       exec_control("ROLLBACK");
       for (auto i : succeeded) {
@@ -692,16 +665,13 @@ std::vector<op_outcome> sql_engine::execute_group(const std::vector<db_op>& grou
 
 caf::expected<std::string> sql_engine::execute(const sql_txn& txn) {
   auto outcomes = execute_group(std::vector<db_op>{txn});
-  if (outcomes[0].error)
-    return std::move(outcomes[0].error);
+  if (outcomes[0].error) return std::move(outcomes[0].error);
   return std::move(outcomes[0].answer.body);
 }
 
-
 caf::expected<std::string> sql_engine::query(const std::string& sql) {
   close_if_moved();
-  if (auto err = open_ro())
-    return err;
+  if (auto err = open_ro()) return err;
   deadline_ = std::chrono::steady_clock::now() + settings_.statement_timeout;
   timed_out_ = false;
   denied_write_ = false;
@@ -725,15 +695,14 @@ caf::expected<std::string> sql_engine::query(const std::string& sql) {
   if (rest.find_first_not_of(" \t\r\n;") != std::string_view::npos) {
     sqlite3_stmt* next = nullptr;
     const char* ignored = nullptr;
-    int rc2 = sqlite3_prepare_v3(ro_, rest.data(), static_cast<int>(rest.size()), 0, &next,
-                                 &ignored);
+    int rc2 =
+        sqlite3_prepare_v3(ro_, rest.data(), static_cast<int>(rest.size()), 0, &next, &ignored);
     bool more = rc2 != SQLITE_OK || next != nullptr;
     sqlite3_finalize(next);
     if (more) {
       sqlite3_finalize(stmt);
       mode_ = mode::internal;
-      return make_error(errc::invalid_request,
-                        "the query endpoint runs exactly one statement");
+      return make_error(errc::invalid_request, "the query endpoint runs exactly one statement");
     }
   }
   if (!sqlite3_stmt_readonly(stmt)) {
@@ -751,8 +720,7 @@ caf::expected<std::string> sql_engine::query(const std::string& sql) {
     auto v = view(err);
     // Single-statement endpoint: no "item 0" in what the client reads.
     static constexpr std::string_view prefix = "item 0: ";
-    if (v.message.compare(0, prefix.size(), prefix) == 0)
-      v.message.erase(0, prefix.size());
+    if (v.message.compare(0, prefix.size(), prefix) == 0) v.message.erase(0, prefix.size());
     return make_error(v.code, std::move(v.message));
   }
   std::string out = "{\"results\":[{\"resultSet\":[";
@@ -762,27 +730,23 @@ caf::expected<std::string> sql_engine::query(const std::string& sql) {
 }
 
 caf::expected<std::string> sql_engine::create(bool init_kv, const std::string& journal_mode) {
-  if (auto err = check_stays_in_store(loc_, settings_))
-    return err;
+  if (auto err = check_stays_in_store(loc_, settings_)) return err;
   bool existed = file_exists(loc_.open_path);
   close_if_moved();
   if (!existed && loc_.in_store) {
     int err = store_files::make_parents(settings_.store, loc_.key);
-    if (err == EXDEV || err == ELOOP)
-      return out_of_store(loc_);
+    if (err == EXDEV || err == ELOOP) return out_of_store(loc_);
     if (err != 0)
       return make_error(errc::internal_error,
                         "cannot create the directories of '" + loc_.name + "': " + strerror(err));
   }
-  if (auto err = open_rw(true))
-    return err;
+  if (auto err = open_rw(true)) return err;
   // An empty file is a valid database, but writing the header now makes the file a database
   // for every other tool at once (`file`, sqlite3 -readonly, the drive's WAL detection).
   std::string ddl;
   if (!existed)
     ddl = "BEGIN IMMEDIATE; CREATE TABLE __litedrive_init(x); DROP TABLE __litedrive_init; COMMIT;";
-  if (init_kv)
-    ddl += kv_table_ddl("kv_store");
+  if (init_kv) ddl += kv_table_ddl("kv_store");
   if (!ddl.empty()) {
     if (auto err = exec_internal(ddl.c_str())) {
       exec_control("ROLLBACK");
@@ -801,8 +765,8 @@ caf::expected<std::string> sql_engine::create(bool init_kv, const std::string& j
     sqlite3_finalize(stmt);
     if (!journal_mode.empty() && mode != journal_mode)
       return make_error(errc::database_busy, "cannot switch '" + loc_.name + "' to journal mode "
-                                               + journal_mode + " while others use it (it is "
-                                               + mode + ")");
+                                                 + journal_mode + " while others use it (it is "
+                                                 + mode + ")");
   }
   std::string out = "{\"created\":";
   out += existed ? "false" : "true";

@@ -94,11 +94,11 @@ private:
   settings settings_;
   sqlite3* rw_ = nullptr;
   sqlite3* ro_ = nullptr;
-  kv_engine kv_;  ///< the KV store, on the read-write connection
-  std::map<std::string, sqlite3_stmt*, std::less<>> control_;  ///< exec_control's statements
+  kv_engine kv_; ///< the KV store, on the read-write connection
+  std::map<std::string, sqlite3_stmt*, std::less<>> control_; ///< exec_control's statements
   mode mode_ = mode::internal;
-  bool denied_write_ = false;  ///< the read-only authorizer refused something
-  std::string denied_;         ///< what the SQL policy refused in the current item, if anything
+  bool denied_write_ = false; ///< the read-only authorizer refused something
+  std::string denied_;        ///< what the SQL policy refused in the current item, if anything
   std::chrono::steady_clock::time_point deadline_;
   bool timed_out_ = false;
   size_t response_bytes_ = 0;

@@ -97,8 +97,7 @@ void mount_ready() {
 
 void mount_gone() {
   int fd = mount_fd.exchange(-1, std::memory_order_acq_rel);
-  if (fd >= 0)
-    close(fd);
+  if (fd >= 0) close(fd);
 }
 
 int make_parents(const std::string& store, const std::string& path) {

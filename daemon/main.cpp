@@ -16,17 +16,17 @@
 #include <caf/actor_system_config.hpp>
 #include <caf/all.hpp>
 #include <caf/io/middleman.hpp>
-#include <sqlite3.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
+#include <sqlite3.h>
 
 #include "actors/db_registry.hpp"
 #include "actors/drive_io.hpp"
 #include "actors/inspector.hpp"
 #include "actors/lock_registry.hpp"
 #include "actors/lock_watchdog.hpp"
-#include "actors/store_files.hpp"
 #include "actors/query_history.hpp"
+#include "actors/store_files.hpp"
 #include "daemon/options.hpp"
 #include "daemon/store_lock.hpp"
 #include "fuse_bridge/drive.hpp"
@@ -41,8 +41,7 @@ namespace {
 /// path rules (db_path.cpp) rely on.
 caf::expected<std::string> prepare_dir(const std::string& dir, unsigned mode_if_created) {
   std::string path = dir;
-  if (path.empty())
-    return make_error(errc::invalid_parameter, "empty directory name");
+  if (path.empty()) return make_error(errc::invalid_parameter, "empty directory name");
   if (path.front() != '/') {
     char cwd[PATH_MAX];
     if (getcwd(cwd, sizeof(cwd)) == nullptr)
@@ -112,8 +111,7 @@ int main(int argc, char** argv) {
   if (!cfg.mount.empty()) {
     if (cfg.mount.front() != '/') {
       char cwd[PATH_MAX];
-      if (getcwd(cwd, sizeof(cwd)) != nullptr)
-        cfg.mount = std::string{cwd} + "/" + cfg.mount;
+      if (getcwd(cwd, sizeof(cwd)) != nullptr) cfg.mount = std::string{cwd} + "/" + cfg.mount;
     }
     while (cfg.mount.size() > 1 && cfg.mount.back() == '/')
       cfg.mount.pop_back();
@@ -141,8 +139,10 @@ int main(int argc, char** argv) {
     sys_cfg.set("scheduler.policy", caf::atom("stealing"));
     sys_cfg.set("work-stealing.aggressive-poll-attempts", size_t{20000});
     sys_cfg.set("work-stealing.moderate-poll-attempts", size_t{200});
-    sys_cfg.set("work-stealing.moderate-sleep-duration", caf::timespan{std::chrono::microseconds{50}});
-    sys_cfg.set("work-stealing.relaxed-sleep-duration", caf::timespan{std::chrono::milliseconds{1}});
+    sys_cfg.set("work-stealing.moderate-sleep-duration",
+                caf::timespan{std::chrono::microseconds{50}});
+    sys_cfg.set("work-stealing.relaxed-sleep-duration",
+                caf::timespan{std::chrono::milliseconds{1}});
   } else {
     sys_cfg.set("scheduler.policy", caf::atom("sharing"));
   }
@@ -199,9 +199,11 @@ int main(int argc, char** argv) {
     if (!cfg.inspect_host.empty()) {
       // Read-only, loopback by default; failing to publish it is not a reason to stop serving.
       inspect = sys.spawn(inspector, registry, cfg);
-      auto bound = sys.middleman().publish(inspect, cfg.inspect_port, cfg.inspect_host.c_str(), true);
+      auto bound =
+          sys.middleman().publish(inspect, cfg.inspect_port, cfg.inspect_host.c_str(), true);
       if (bound)
-        spdlog::info("inspection actor published at {}:{} (CAF remote interface)", cfg.inspect_host, *bound);
+        spdlog::info("inspection actor published at {}:{} (CAF remote interface)", cfg.inspect_host,
+                     *bound);
       else
         spdlog::warn("cannot publish the inspection actor at {}:{}: {}", cfg.inspect_host,
                      cfg.inspect_port, caf::to_string(bound.error()));
@@ -222,8 +224,7 @@ int main(int argc, char** argv) {
     auto server = http_server::start(sys, registry, history, cfg, std::move(drive_counters));
     if (!server) {
       spdlog::critical("{}", view(server.error()).message);
-      if (inspect)
-        caf::anon_send_exit(inspect, caf::exit_reason::user_shutdown);
+      if (inspect) caf::anon_send_exit(inspect, caf::exit_reason::user_shutdown);
       locks->set_wake(nullptr);
       caf::anon_send_exit(watchdog, caf::exit_reason::user_shutdown);
       caf::anon_send_exit(registry, caf::exit_reason::user_shutdown);
@@ -259,8 +260,7 @@ int main(int argc, char** argv) {
     sys.await_all_actors_done();
     live_drive.store(nullptr, std::memory_order_release);
     store_files::mount_gone();
-    if (mounted)
-      mounted->unmount();
+    if (mounted) mounted->unmount();
   }
   spdlog::info("litedrive stopped");
   return exit_code;

@@ -10,8 +10,8 @@
 
 #include <caf/expected.hpp>
 
-#include "schema/settings.hpp"
 #include "schema/kv_types.hpp"
+#include "schema/settings.hpp"
 
 namespace litedrive {
 
@@ -30,7 +30,8 @@ caf::error check_key(const std::string& key);
 /// The request, or the error to answer. `if_match_header` is the If-Match header, if any.
 /// Errors: not_found / method_not_allowed (routing), invalid_key, invalid_parameter,
 /// invalid_json, invalid_request (with the item index), too_many_items.
-caf::expected<kv_request> parse_kv(std::string_view method, const std::vector<std::string>& segments,
+caf::expected<kv_request> parse_kv(std::string_view method,
+                                   const std::vector<std::string>& segments,
                                    const param_map& params, std::string_view body,
                                    std::optional<std::string_view> if_match_header,
                                    size_t batch_max, size_t max_depth = default_max_json_depth);

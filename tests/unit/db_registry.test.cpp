@@ -37,13 +37,9 @@ struct fixture : test_coordinator_fixture<> {
 
   /// Runs every queued message but fires no timer: the registry's idle sweep re-arms itself, so
   /// the fixture's run() (which also fires timers) would never return.
-  void drain() {
-    sched.run();
-  }
+  void drain() { sched.run(); }
 
-  db_location loc(const std::string& name) {
-    return *resolve_db_path(name, cfg);
-  }
+  db_location loc(const std::string& name) { return *resolve_db_path(name, cfg); }
 
   /// Keeps what the database actor delivers, the route the registry teaches, and whether it was
   /// dropped unanswered.
@@ -55,30 +51,22 @@ struct fixture : test_coordinator_fixture<> {
       CAF_CHECK(!outcome); // exactly once
       outcome = std::move(x);
     }
-    void learn_route(const caf::actor& database) override {
-      route = database;
-    }
-    ~capture_sink() override {
-      *dropped_unanswered = !outcome;
-    }
+    void learn_route(const caf::actor& database) override { route = database; }
+    ~capture_sink() override { *dropped_unanswered = !outcome; }
   };
 
   /// A group-commit request through the registry (as the HTTP server sends it).
   caf::expected<std::string> exec(const db_location& where, sql_txn t,
                                   std::shared_ptr<capture_sink> sink = nullptr) {
-    if (!sink)
-      sink = std::make_shared<capture_sink>();
+    if (!sink) sink = std::make_shared<capture_sink>();
     self->send(registry, exec_atom_v, where, std::move(t), op_reply_sink_ptr{sink});
     drain();
-    if (!sink->outcome)
-      return make_error(errc::internal_error, "no outcome");
-    if (sink->outcome->error)
-      return std::move(sink->outcome->error);
+    if (!sink->outcome) return make_error(errc::internal_error, "no outcome");
+    if (sink->outcome->error) return std::move(sink->outcome->error);
     return std::move(sink->outcome->answer.body);
   }
 
-  template <class... Ts>
-  caf::expected<std::string> ask(Ts... xs) {
+  template <class... Ts> caf::expected<std::string> ask(Ts... xs) {
     auto hdl = self->request(registry, caf::infinite, xs...);
     drain();
     caf::expected<std::string> result{caf::error{}};
@@ -135,8 +123,7 @@ CAF_TEST(requests are answered through the database actor) {
   CAF_CHECK_EQUAL(view(missing.error()).code, errc::database_not_found);
   auto s = stats();
   for (auto& db : s["databases"])
-    if (db["name"] == "app")
-      CAF_CHECK_EQUAL(db["requests"].get<int>(), 4);
+    if (db["name"] == "app") CAF_CHECK_EQUAL(db["requests"].get<int>(), 4);
 }
 
 CAF_TEST(the registry teaches the route and a sink gets exactly one outcome) {
@@ -146,10 +133,12 @@ CAF_TEST(the registry teaches the route and a sink gets exactly one outcome) {
   CAF_CHECK_EQUAL(sink->route, caf::actor_cast<caf::actor>(actor_for("app")));
   // The route works without the registry.
   auto direct = std::make_shared<capture_sink>();
-  self->send(actor_for("app"), exec_atom_v, txn("SELECT 2 AS two", true), op_reply_sink_ptr{direct});
+  self->send(actor_for("app"), exec_atom_v, txn("SELECT 2 AS two", true),
+             op_reply_sink_ptr{direct});
   drain();
   CAF_REQUIRE(direct->outcome && !direct->outcome->error);
-  CAF_CHECK_EQUAL(json::parse(direct->outcome->answer.body)["results"][0]["resultSet"][0]["two"].get<int>(), 2);
+  CAF_CHECK_EQUAL(
+      json::parse(direct->outcome->answer.body)["results"][0]["resultSet"][0]["two"].get<int>(), 2);
 }
 
 CAF_TEST(a sink sent to a stopped database actor is dropped unanswered) {

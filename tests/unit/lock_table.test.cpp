@@ -43,27 +43,18 @@ struct fixture {
     r.writable = writable;
     return set(r);
   }
-  int shared_range(uint64_t o) {
-    return set(req(o, lock_kind::read, shared_first, shared_last));
-  }
-  int unlock_pending(uint64_t o) {
-    return set(req(o, lock_kind::unlock, pending, pending));
-  }
-  int reserved_lock(uint64_t o) {
-    return set(req(o, lock_kind::write, reserved, reserved));
-  }
+  int shared_range(uint64_t o) { return set(req(o, lock_kind::read, shared_first, shared_last)); }
+  int unlock_pending(uint64_t o) { return set(req(o, lock_kind::unlock, pending, pending)); }
+  int reserved_lock(uint64_t o) { return set(req(o, lock_kind::write, reserved, reserved)); }
   int exclusive_pending(uint64_t o, bool hot = false) {
     auto r = req(o, lock_kind::write, pending, pending);
     r.hot_journal = hot;
     return set(r);
   }
-  int unlock_all(uint64_t o) {
-    return set(req(o, lock_kind::unlock, 0, to_eof));
-  }
+  int unlock_all(uint64_t o) { return set(req(o, lock_kind::unlock, 0, to_eof)); }
   bool granted(uint64_t id) {
     for (auto& r : replies)
-      if (r.id == id && r.err == 0)
-        return true;
+      if (r.id == id && r.err == 0) return true;
     return false;
   }
 };
@@ -84,7 +75,7 @@ CAF_TEST(posix semantics split merge and conflicts) {
   CAF_REQUIRE(conflict);
   CAF_CHECK_EQUAL(conflict->owner, 2u);
   CAF_CHECK(table.getlk(req(3, lock_kind::read, 0, 10)).has_value()); // owner 1 holds WR there
-  CAF_CHECK(!table.getlk(req(2, lock_kind::read, 50, 60)));         // own locks never conflict
+  CAF_CHECK(!table.getlk(req(2, lock_kind::read, 50, 60)));           // own locks never conflict
 }
 
 CAF_TEST(rollback writers are serialized per transaction) {
@@ -121,10 +112,10 @@ CAF_TEST(exclusive without reserved fails fast unless a hot journal waits for it
   CAF_CHECK_EQUAL(unlock_pending(2), 0);
   CAF_CHECK_EQUAL(exclusive_pending(2), 0); // nobody holds PENDING: granted
   auto excl = req(2, lock_kind::write, shared_first, shared_last);
-  CAF_CHECK_EQUAL(set(excl), EAGAIN);       // opportunistic: fail at once
+  CAF_CHECK_EQUAL(set(excl), EAGAIN); // opportunistic: fail at once
   auto hot = req(2, lock_kind::write, shared_first, shared_last);
   hot.hot_journal = true;
-  CAF_CHECK_EQUAL(set(hot), -1);            // hot-journal rollback: wait for readers
+  CAF_CHECK_EQUAL(set(hot), -1); // hot-journal rollback: wait for readers
   CAF_CHECK_EQUAL(unlock_all(1), 0);
   CAF_CHECK(granted(hot.id));
 }
@@ -280,7 +271,8 @@ CAF_TEST(the wait for graph finds a cycle across two databases) {
   CAF_REQUIRE(youngest);
   CAF_CHECK_EQUAL(*youngest, 33u);
   // A longer cycle through a third owner, and an owner waiting in two places at once.
-  auto three = find_victim({{1, 1, {2}, 3, 1}, {2, 2, {3}, 3, 2}, {3, 3, {9}, 3, 3}, {4, 3, {1}, 3, 4}});
+  auto three =
+      find_victim({{1, 1, {2}, 3, 1}, {2, 2, {3}, 3, 2}, {3, 3, {9}, 3, 3}, {4, 3, {1}, 3, 4}});
   CAF_REQUIRE(three);
   CAF_CHECK_EQUAL(*three, 4u);
   CAF_CHECK(!find_victim({{1, 1, {2}, 3, 1}, {2, 2, {3}, 3, 2}, {3, 3, {9}, 3, 3}}));

@@ -29,24 +29,20 @@ struct fixture {
 
   caf::expected<json> exec(const std::string& body) {
     auto txn = parse_transaction(body, 100);
-    if (!txn)
-      return std::move(txn.error());
+    if (!txn) return std::move(txn.error());
     auto res = engine->execute(*txn);
-    if (!res)
-      return std::move(res.error());
+    if (!res) return std::move(res.error());
     return json::parse(*res);
   }
 
   caf::expected<json> query(const std::string& sql) {
     auto res = engine->query(sql);
-    if (!res)
-      return std::move(res.error());
+    if (!res) return std::move(res.error());
     return json::parse(*res);
   }
 };
 
-template <class T>
-errc code_of(const caf::expected<T>& x) {
+template <class T> errc code_of(const caf::expected<T>& x) {
   return x ? errc::none : view(x.error()).code;
 }
 
@@ -96,8 +92,9 @@ CAF_TEST(transaction control and attach are refused inside items) {
                   errc::sql_not_allowed);
   CAF_CHECK_EQUAL(code_of(exec(R"j({"transaction":[{"statement":"ATTACH '/tmp/x.db' AS x"}]})j")),
                   errc::sql_not_allowed);
-  CAF_CHECK_EQUAL(code_of(exec(R"j({"transaction":[{"query":"SELECT fts3_tokenizer('simple')"}]})j")),
-                  errc::sql_not_allowed);
+  CAF_CHECK_EQUAL(
+      code_of(exec(R"j({"transaction":[{"query":"SELECT fts3_tokenizer('simple')"}]})j")),
+      errc::sql_not_allowed);
   CAF_CHECK_EQUAL(code_of(exec(R"j({"transaction":[{"statement":"PRAGMA query_only=1"}]})j")),
                   errc::sql_not_allowed);
   // The engine is still usable afterwards.
@@ -115,10 +112,10 @@ CAF_TEST(parameter mismatches are reported) {
 
 CAF_TEST(the read only endpoint refuses every kind of write) {
   CAF_REQUIRE(exec(R"j({"transaction":[{"statement":"CREATE TABLE a(x)"}]})j"));
-  for (auto sql : {"DELETE FROM a", "INSERT INTO a VALUES (1)", "CREATE TABLE b(x)",
-                   "DROP TABLE a", "PRAGMA user_version=7", "PRAGMA journal_mode=WAL",
-                   "ATTACH '/tmp/other.db' AS o", "BEGIN", "CREATE TEMP TABLE t(x)",
-                   "PRAGMA wal_checkpoint", "VACUUM"})
+  for (auto sql :
+       {"DELETE FROM a", "INSERT INTO a VALUES (1)", "CREATE TABLE b(x)", "DROP TABLE a",
+        "PRAGMA user_version=7", "PRAGMA journal_mode=WAL", "ATTACH '/tmp/other.db' AS o", "BEGIN",
+        "CREATE TEMP TABLE t(x)", "PRAGMA wal_checkpoint", "VACUUM"})
     CAF_CHECK_EQUAL(code_of(query(sql)), errc::read_only_violation);
   CAF_CHECK_EQUAL(code_of(query("SELECT 1; DELETE FROM a")), errc::invalid_request);
   CAF_CHECK(query("SELECT * FROM a"));
@@ -154,9 +151,10 @@ CAF_TEST(missing databases are reported as such) {
 
 CAF_TEST(symlinks out of the store are refused) {
   std::string outside = dir.path + "-outside.db";
-  CAF_REQUIRE(std::system(("touch '" + outside + "' && ln -s '" + outside + "' '" + dir.path
-                           + "/link.db'").c_str())
-              == 0);
+  CAF_REQUIRE(
+      std::system(
+          ("touch '" + outside + "' && ln -s '" + outside + "' '" + dir.path + "/link.db'").c_str())
+      == 0);
   sql_engine linked{*resolve_db_path("link", cfg), cfg};
   CAF_CHECK_EQUAL(code_of(linked.query("SELECT 1")), errc::invalid_db_path);
   std::remove(outside.c_str());
@@ -165,11 +163,12 @@ CAF_TEST(symlinks out of the store are refused) {
 CAF_TEST(a group commit fails only the failing transaction) {
   CAF_REQUIRE(exec(R"j({"transaction":[{"statement":"CREATE TABLE g(x INTEGER UNIQUE)"}]})j"));
   std::vector<db_op> group;
-  for (auto body : {R"j([{"statement":"INSERT INTO g VALUES (1)"}])j",
-                    R"j([{"statement":"INSERT INTO g VALUES (2)"},{"statement":"INSERT INTO g VALUES (1)"}])j",
-                    R"j([{"statement":"INSERT INTO g VALUES (3)"},{"query":"SELECT count(*) AS n FROM g"}])j",
-                    R"j([{"statement":"SAVEPOINT litedrive_txn"}])j",
-                    R"j([{"statement":"RELEASE litedrive_txn"}])j"})
+  for (auto body :
+       {R"j([{"statement":"INSERT INTO g VALUES (1)"}])j",
+        R"j([{"statement":"INSERT INTO g VALUES (2)"},{"statement":"INSERT INTO g VALUES (1)"}])j",
+        R"j([{"statement":"INSERT INTO g VALUES (3)"},{"query":"SELECT count(*) AS n FROM g"}])j",
+        R"j([{"statement":"SAVEPOINT litedrive_txn"}])j",
+        R"j([{"statement":"RELEASE litedrive_txn"}])j"})
     group.push_back(*parse_transaction(body, 10));
   auto out = engine->execute_group(group);
   CAF_REQUIRE_EQUAL(out.size(), 5u);
@@ -189,9 +188,11 @@ CAF_TEST(a group commit fails only the failing transaction) {
 CAF_TEST(an interrupt that aborts the sqlite transaction reruns the innocent ones) {
   CAF_REQUIRE(exec(R"j({"transaction":[{"statement":"CREATE TABLE h(x)"}]})j"));
   std::vector<db_op> group;
-  for (auto body : {R"j([{"statement":"INSERT INTO h VALUES (1)"}])j",
-                    R"j([{"statement":"INSERT INTO h WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c) SELECT x FROM c"}])j",
-                    R"j([{"statement":"INSERT INTO h VALUES (2)"}])j"})
+  for (
+      auto body :
+      {R"j([{"statement":"INSERT INTO h VALUES (1)"}])j",
+       R"j([{"statement":"INSERT INTO h WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c) SELECT x FROM c"}])j",
+       R"j([{"statement":"INSERT INTO h VALUES (2)"}])j"})
     group.push_back(*parse_transaction(body, 10));
   auto out = engine->execute_group(group);
   CAF_CHECK(!out[0].error);
