@@ -55,10 +55,26 @@ bool writes_to(pid_t pid, const std::string& pipe) {
   return found;
 }
 
+/// The number of threads of the process `pid` belongs to (0 if unknown).
+int threads_of(pid_t pid) {
+  std::ifstream in{"/proc/" + std::to_string(pid) + "/status"};
+  std::string key;
+  while (in >> key)
+    if (key == "Threads:") {
+      int n = 0;
+      in >> n;
+      return n;
+    }
+  return 0;
+}
+
 } // namespace
 
 bool holder_reads_from_waiter(pid_t holder, pid_t waiter) {
   if (holder <= 0 || waiter <= 0 || holder == waiter || holder == getpid()) return false;
+  // Only a single-threaded waiter surely cannot write while it waits: another of its threads
+  // might write to the pipe later.
+  if (threads_of(waiter) != 1) return false;
   int fd = blocked_read_fd(holder);
   if (fd < 0) return false;
   auto target = link_of("/proc/" + std::to_string(holder) + "/fd/" + std::to_string(fd));

@@ -13,7 +13,8 @@
 
 namespace litedrive::hopeless_waits {
 
-/// Whether thread/process `holder` is blocked reading a pipe whose write end `waiter` holds.
+/// Whether thread/process `holder` is blocked reading a pipe whose write end `waiter` holds,
+/// and `waiter` is single-threaded (so it cannot write to it while it waits).
 bool holder_reads_from_waiter(pid_t holder, pid_t waiter);
 
 } // namespace litedrive::hopeless_waits
