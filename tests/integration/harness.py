@@ -163,6 +163,29 @@ class Daemon:
                             + ("&init_kv=true" if init_kv else ""))
 
 
+class SharedDaemon:
+    """A unittest.TestCase mix-in: one daemon for the whole class, started with `daemon_args`
+    (and the drive if `mount`), prepared by `prepare(d)`, and stopped cleanly at the end."""
+    daemon_args = ()
+    mount = False
+
+    @classmethod
+    def prepare(cls, d):
+        pass
+
+    @classmethod
+    def setUpClass(cls):
+        cls.d = Daemon(*cls.daemon_args, mount=cls.mount).start()
+        cls.prepare(cls.d)
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            assert cls.d.stop() == 0
+        finally:
+            cls.d.cleanup()
+
+
 def new_database(path, journal, ddl):
     """Creates a database at `path` in journal mode `journal` with `ddl`; returns the mode set."""
     import sqlite3

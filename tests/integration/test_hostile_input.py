@@ -7,7 +7,7 @@ import threading
 import time
 import unittest
 
-from harness import Daemon, rows
+from harness import Daemon, SharedDaemon, rows
 
 DEEP = 100000  # the depth that overflowed the stack
 
@@ -16,20 +16,14 @@ def nested(depth, leaf="1"):
     return "[" * depth + leaf + "]" * depth
 
 
-class HostileJson(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.d = Daemon(mount=True).start()
-        cls.d.create("h", init_kv=True)
-        status, body, _, _ = cls.d.tx("h", [{"statement": "CREATE TABLE t (x)"}])
-        assert status == 200, body
+class HostileJson(SharedDaemon, unittest.TestCase):
+    mount = True
 
     @classmethod
-    def tearDownClass(cls):
-        try:
-            assert cls.d.stop() == 0
-        finally:
-            cls.d.cleanup()
+    def prepare(cls, d):
+        d.create("h", init_kv=True)
+        status, body, _, _ = d.tx("h", [{"statement": "CREATE TABLE t (x)"}])
+        assert status == 200, body
 
     def post(self, path, raw):
         return self.d.request("POST", path, raw.encode(), headers={"Content-Type": "application/json"})

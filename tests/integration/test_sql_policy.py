@@ -5,24 +5,18 @@ import base64
 import unittest
 import urllib.parse
 
-from harness import Daemon, rows
+from harness import SharedDaemon, rows
 
 
-class SqlPolicy(unittest.TestCase):
+class SqlPolicy(SharedDaemon, unittest.TestCase):
+    daemon_args = ("--sql-max-value-bytes=1000000", "--max-result-bytes=2000000")
+
     @classmethod
-    def setUpClass(cls):
-        cls.d = Daemon("--sql-max-value-bytes=1000000", "--max-result-bytes=2000000").start()
-        cls.d.create("p", init_kv=True)
-        status, body, _, _ = cls.d.tx("p", [{"statement": "CREATE TABLE t (x)"},
-                                            {"statement": "INSERT INTO t VALUES (1)"}])
+    def prepare(cls, d):
+        d.create("p", init_kv=True)
+        status, body, _, _ = d.tx("p", [{"statement": "CREATE TABLE t (x)"},
+                                        {"statement": "INSERT INTO t VALUES (1)"}])
         assert status == 200, body
-
-    @classmethod
-    def tearDownClass(cls):
-        try:
-            assert cls.d.stop() == 0
-        finally:
-            cls.d.cleanup()
 
     def tx(self, sql):
         status, body, _, _ = self.d.tx("p", [{"statement": sql}])
