@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <string>
+#include <vector>
 
 namespace litedrive::hopeless_waits {
 
@@ -68,18 +69,53 @@ int threads_of(pid_t pid) {
   return 0;
 }
 
+/// The pipe `pid` is blocked reading ("pipe:[N]"), or "".
+std::string blocked_pipe(pid_t pid) {
+  int fd = blocked_read_fd(pid);
+  if (fd < 0) return {};
+  auto target = link_of("/proc/" + std::to_string(pid) + "/fd/" + std::to_string(fd));
+  return target.rfind("pipe:", 0) == 0 ? target : std::string{};
+}
+
+/// Whether `pid`, single-threaded, is blocked reading a pipe whose write end `waiter` holds.
+bool reads_from(pid_t pid, pid_t waiter) {
+  auto pipe = blocked_pipe(pid);
+  return !pipe.empty() && writes_to(waiter, pipe);
+}
+
+/// The processes (other than `except`) that hold a write end of `pipe`: a scan of /proc.
+std::vector<pid_t> writers_of(const std::string& pipe, pid_t except) {
+  std::vector<pid_t> out;
+  DIR* d = opendir("/proc");
+  if (d == nullptr) return out;
+  while (auto* e = readdir(d)) {
+    char* end = nullptr;
+    long pid = std::strtol(e->d_name, &end, 10);
+    if (pid <= 0 || *end != '\0' || pid == except) continue;
+    if (writes_to(static_cast<pid_t>(pid), pipe)) out.push_back(static_cast<pid_t>(pid));
+  }
+  closedir(d);
+  return out;
+}
+
 } // namespace
 
-bool holder_reads_from_waiter(pid_t holder, pid_t waiter) {
+bool holder_reads_from_waiter(pid_t holder, pid_t waiter, bool look_further) {
   if (holder <= 0 || waiter <= 0 || holder == waiter || holder == getpid()) return false;
   // Only a single-threaded waiter surely cannot write while it waits: another of its threads
   // might write to the pipe later.
   if (threads_of(waiter) != 1) return false;
-  int fd = blocked_read_fd(holder);
-  if (fd < 0) return false;
-  auto target = link_of("/proc/" + std::to_string(holder) + "/fd/" + std::to_string(fd));
-  if (target.rfind("pipe:", 0) != 0) return false;
-  return writes_to(waiter, target);
+  auto pipe = blocked_pipe(holder);
+  if (pipe.empty()) return false;
+  if (writes_to(waiter, pipe)) return true;
+  if (!look_further) return false;
+  // One step further: the holder reads from a process that itself sleeps reading from the
+  // waiter (a test driver between two of its children).
+  for (auto middle : writers_of(pipe, holder))
+    if (middle != waiter && middle != getpid() && threads_of(middle) == 1
+        && reads_from(middle, waiter))
+      return true;
+  return false;
 }
 
 } // namespace litedrive::hopeless_waits

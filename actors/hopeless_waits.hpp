@@ -15,6 +15,8 @@ namespace litedrive::hopeless_waits {
 
 /// Whether thread/process `holder` is blocked reading a pipe whose write end `waiter` holds,
 /// and `waiter` is single-threaded (so it cannot write to it while it waits).
-bool holder_reads_from_waiter(pid_t holder, pid_t waiter);
+/// With `look_further`, also when the holder reads from a single-threaded process that itself
+/// sleeps reading from the waiter (one step; it scans /proc, so only for waits that lasted).
+bool holder_reads_from_waiter(pid_t holder, pid_t waiter, bool look_further);
 
 } // namespace litedrive::hopeless_waits

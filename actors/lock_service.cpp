@@ -97,7 +97,7 @@ std::vector<lock_service::waiter_processes> lock_service::waiter_pids() const {
   std::lock_guard<std::mutex> guard{mtx_};
   std::vector<waiter_processes> out;
   for (const auto& w : table_.waiters()) {
-    waiter_processes p{w.req.id, w.req.pid, {}};
+    waiter_processes p{w.req.id, w.req.pid, {}, w.since};
     for (auto owner : table_.blockers(w))
       for (const auto& l : table_.locks())
         if (l.owner == owner

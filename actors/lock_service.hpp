@@ -83,6 +83,7 @@ public:
     uint64_t waiter_id;
     uint32_t waiter_pid;
     std::vector<uint32_t> holder_pids;
+    clock::time_point since; ///< when it began to wait
   };
   std::vector<waiter_processes> waiter_pids() const;
 

@@ -34,11 +34,13 @@ void break_deadlocks(self_ptr self) {
 /// table (hopeless_waits.hpp). Checked on the tick: the holder may reach its read() a moment
 /// after the waiter arrived.
 void end_hopeless_waits(self_ptr self) {
+  auto now = lock_service::clock::now();
   for (const auto& t : self->state.locks->with_waiters())
     for (const auto& w : t->waiter_pids())
       for (auto holder : w.holder_pids)
-        if (hopeless_waits::holder_reads_from_waiter(static_cast<pid_t>(holder),
-                                                     static_cast<pid_t>(w.waiter_pid))) {
+        if (hopeless_waits::holder_reads_from_waiter(
+                static_cast<pid_t>(holder), static_cast<pid_t>(w.waiter_pid),
+                now - w.since >= std::chrono::milliseconds{300})) {
           spdlog::info("{}: lock request {} of pid {} waits for pid {}, which waits for it "
                        "(reading a pipe it writes): ended as a deadlock",
                        t->name(), w.waiter_id, w.waiter_pid, holder);
